@@ -1,0 +1,53 @@
+"""Engine settings, read once from `CHATTERBOX_*` environment variables into a typed struct."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import msgspec
+
+PREFIX = "CHATTERBOX_"
+
+
+class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
+    # `auto`, `hub`, `random`, `random:SEED`, or a directory holding the five checkpoint files.
+    checkpoint: str = "auto"
+    device: str = "cpu"
+    # auto: bfloat16 for T3 and the flow on CUDA and on CPUs with AMX, else float32. HiFT stays float32.
+    dtype: str = "auto"
+    cache_dir: str = ""
+    # Intra-op threads for torch; 0 keeps torch's default (all cores).
+    threads: int = 0
+    # Longest text accepted by one request, in characters; longer text is split into pieces below this.
+    max_text_chars: int = 3000
+    # Pieces handed to T3 at once are cut at sentence boundaries to at most this many characters.
+    piece_chars: int = 300
+    max_new_tokens: int = 1000
+    first_chunk_size: int = 12
+    chunk_size: int = 50
+    # Streaming S3Gen: tokens of already-emitted left context re-run through the flow with each chunk,
+    # tokens of extra right context held back beyond the 3-token look-ahead, and HiFT context frames.
+    flow_left_tokens: int = 8
+    flow_holdback_tokens: int = 2
+    hift_context_frames: int = 8
+    # Voice references: decoded duration limits (seconds) and size limit (bytes).
+    voice_min_seconds: float = 1.0
+    voice_max_seconds: float = 60.0
+    voice_max_bytes: int = 20 * 1024 * 1024
+    watermark: bool = True
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> EngineSettings:
+        """Build from `CHATTERBOX_<FIELD>` variables; explicit overrides win."""
+        env = os.environ if env is None else env
+        raw: dict[str, object] = {}
+        for name in cls.__struct_fields__:
+            key = PREFIX + name.upper()
+            if key in env:
+                raw[name] = env[key]
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        try:
+            return msgspec.convert(raw, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ValueError(f"bad {PREFIX}* setting: {exc}") from exc

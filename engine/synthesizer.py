@@ -1,0 +1,197 @@
+"""The in-process engine: one model, streaming and regular synthesis, voices, metrics."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+
+import msgspec
+import numpy as np
+import torch
+from chatterbox.tts import ChatterboxTTS, Conditionals
+
+from engine.checkpoint import resolve
+from engine.errors import InvalidInput
+from engine.params import SynthesisParams
+from engine.s3gen_stream import S3GenStream
+from engine.settings import EngineSettings
+from engine.t3_stream import T3Streamer, TokenChunk
+from engine.text import check_text, split_pieces
+from engine.voices import VoiceCache, conditionals_from_wav, decode_reference, with_exaggeration
+from engine.watermark import Watermarker
+
+log = logging.getLogger(__name__)
+SAMPLE_RATE = 24000
+
+
+class Metrics(msgspec.Struct, kw_only=True):
+    first_chunk_latency: float | None = None  # seconds from request to the first audio
+    total_latency: float = 0.0
+    rtf: float | None = None  # wall seconds per second of audio
+    audio_seconds: float = 0.0
+    chunks: int = 0
+    tokens_generated: int = 0  # raw T3 samples
+    valid_tokens: int = 0  # speech tokens that became audio
+    weights: str = "real"
+
+
+class AudioChunk(msgspec.Struct, kw_only=True):
+    seq: int
+    pcm: np.ndarray  # float32 mono at 24 kHz
+    tokens: int
+    final: bool
+    metrics: Metrics
+
+
+def pick_dtype(setting: str, device: str) -> torch.dtype:
+    if setting == "auto":
+        amx = getattr(torch._C._cpu, "_is_amx_tile_supported", lambda: False)()
+        return torch.bfloat16 if device.startswith("cuda") or amx else torch.float32
+    try:
+        return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[setting]
+    except KeyError:
+        raise ValueError(f"CHATTERBOX_DTYPE must be auto, float32, bfloat16 or float16, not {setting!r}") from None
+
+
+class Engine:
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        self.settings = settings or EngineSettings.from_env()
+        if self.settings.threads > 0:
+            torch.set_num_threads(self.settings.threads)
+        self.checkpoint = resolve(self.settings.checkpoint, self.settings.cache_dir or None)
+        self.weights = self.checkpoint.weights
+        if self.weights == "random":
+            log.warning("RANDOM WEIGHTS loaded from %s: the audio is noise", self.checkpoint.path)
+        device = self.settings.device
+        self.model = ChatterboxTTS.from_local(self.checkpoint.path, device)
+        self.dtype = pick_dtype(self.settings.dtype, device)
+        self.model.t3.to(self.dtype)
+        self.model.s3gen.flow.to(self.dtype)
+        if self.model.conds is None:
+            raise InvalidInput("voice", "the checkpoint has no built-in voice (conds.pt)")
+        self.t3 = T3Streamer(self.model.t3, self.model.tokenizer)
+        self.voices = VoiceCache()
+        self.watermarker = Watermarker(enabled=self.settings.watermark)
+
+    @property
+    def device(self) -> str:
+        return self.settings.device
+
+    # -- inputs -------------------------------------------------------------------------------------
+
+    def conditionals(self, reference: bytes | None, exaggeration: float) -> Conditionals:
+        """The built-in voice, or the voice of reference audio bytes (cached by content hash)."""
+        base = self.model.conds
+        if reference is not None:
+            key = VoiceCache.key(reference)
+            base = self.voices.get(key)
+            if base is None:
+                s = self.settings
+                wav = decode_reference(
+                    reference,
+                    min_seconds=s.voice_min_seconds,
+                    max_seconds=s.voice_max_seconds,
+                    max_bytes=s.voice_max_bytes,
+                )
+                base = conditionals_from_wav(self.model, wav)
+                self.voices.put(key, base)
+        conds = with_exaggeration(base, exaggeration)
+        conds.t3.to(dtype=self.dtype)
+        return conds
+
+    def _prepare(self, text: object, params: SynthesisParams) -> tuple[list[str], SynthesisParams, int]:
+        clean = check_text(text, self.settings.max_text_chars)
+        params = params.validated()
+        seed = params.seed if params.seed is not None else secrets.randbits(62)
+        return split_pieces(clean, self.settings.piece_chars), params, seed
+
+    def _generator(self, seed: int) -> torch.Generator:
+        return torch.Generator(device=self.device).manual_seed(seed)
+
+    def _token_chunks(self, pieces, conds, params, seed, first, should_stop) -> Iterator[TokenChunk]:
+        return self.t3.stream(
+            pieces,
+            conds.t3,
+            params,
+            first_chunk_size=first,
+            max_new_tokens=params.max_new_tokens or self.settings.max_new_tokens,
+            generator=self._generator(seed),
+            should_stop=should_stop,
+        )
+
+    def open_s3gen(self, ref: dict, seed: int) -> S3GenStream:
+        s = self.settings
+        return S3GenStream(
+            self.model.s3gen,
+            ref,
+            seed,
+            left=s.flow_left_tokens,
+            holdback=s.flow_holdback_tokens,
+            hift_context=s.hift_context_frames,
+        )
+
+    # -- synthesis ----------------------------------------------------------------------------------
+
+    def stream(
+        self,
+        text: str,
+        params: SynthesisParams | None = None,
+        reference: bytes | None = None,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[AudioChunk]:
+        """Audio chunks as they are produced. Raises InvalidInput before the first chunk on bad input."""
+        started = time.monotonic()
+        pieces, params, seed = self._prepare(text, params or SynthesisParams())
+        conds = self.conditionals(reference, params.exaggeration)
+        return self._stream(started, pieces, conds, params, seed, should_stop)
+
+    def _stream(self, started, pieces, conds, params, seed, should_stop) -> Iterator[AudioChunk]:
+        first = params.first_chunk_size or self.settings.first_chunk_size
+        metrics = Metrics(weights=self.weights)
+        s3 = self.open_s3gen(conds.gen, seed)
+        for chunk in self._token_chunks(pieces, conds, params, seed, first, should_stop):
+            pcm = self.watermarker.apply(s3.push(chunk.tokens, chunk.final), SAMPLE_RATE)
+            metrics.tokens_generated += chunk.generated
+            metrics.valid_tokens += len(chunk.tokens)
+            if not len(pcm) and not chunk.final:
+                continue  # everything held back for context; nothing to send yet
+            now = time.monotonic()
+            metrics.chunks += 1
+            metrics.audio_seconds += len(pcm) / SAMPLE_RATE
+            if metrics.first_chunk_latency is None and len(pcm):
+                metrics.first_chunk_latency = now - started
+            metrics.total_latency = now - started
+            metrics.rtf = metrics.total_latency / metrics.audio_seconds if metrics.audio_seconds else None
+            yield AudioChunk(
+                seq=metrics.chunks,
+                pcm=pcm,
+                tokens=len(chunk.tokens),
+                final=chunk.final,
+                metrics=msgspec.structs.replace(metrics),
+            )
+
+    def synthesize(
+        self, text: str, params: SynthesisParams | None = None, reference: bytes | None = None
+    ) -> tuple[np.ndarray, Metrics]:
+        """Regular synthesis: all tokens first, then S3Gen once over them (per text piece for long text)."""
+        started = time.monotonic()
+        pieces, params, seed = self._prepare(text, params or SynthesisParams())
+        conds = self.conditionals(reference, params.exaggeration)
+        metrics = Metrics(weights=self.weights)
+        # One chunk per piece: the whole piece's tokens at once.
+        whole = msgspec.structs.replace(params, chunk_size=10**9)
+        s3 = S3GenStream(self.model.s3gen, conds.gen, seed, left=self.settings.flow_left_tokens, holdback=0,
+                         hift_context=self.settings.hift_context_frames)  # fmt: skip
+        parts = []
+        for chunk in self._token_chunks(pieces, conds, whole, seed, 10**9, lambda: False):
+            metrics.tokens_generated += chunk.generated
+            metrics.valid_tokens += len(chunk.tokens)
+            parts.append(s3.push(chunk.tokens, chunk.final))
+        wav = self.watermarker.apply(np.concatenate(parts), SAMPLE_RATE)
+        metrics.total_latency = metrics.first_chunk_latency = time.monotonic() - started
+        metrics.audio_seconds = len(wav) / SAMPLE_RATE
+        metrics.chunks = 1
+        metrics.rtf = metrics.total_latency / metrics.audio_seconds if len(wav) else None
+        return wav, metrics

@@ -1,0 +1,103 @@
+"""Voice conditionals: the checkpoint's built-in voice, or ones computed from reference audio bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections import OrderedDict
+
+import librosa
+import numpy as np
+import soundfile as sf
+import torch
+from chatterbox.models.s3gen import S3GEN_SR
+from chatterbox.models.s3tokenizer import S3_SR
+from chatterbox.models.t3.modules.cond_enc import T3Cond
+from chatterbox.tts import ChatterboxTTS, Conditionals
+
+from engine.errors import InvalidInput
+
+FIELD = "audio_prompt"
+# Upstream's limits: S3Gen sees at most 10 s of the reference, T3's prompt tokens come from 6 s.
+S3GEN_REF_SECONDS = 10
+T3_REF_SECONDS = 6
+
+
+def decode_reference(data: bytes, *, min_seconds: float, max_seconds: float, max_bytes: int) -> np.ndarray:
+    """Decode wav/flac/ogg/mp3 bytes to mono float32 at 24 kHz, or raise InvalidInput saying why not."""
+    if not data:
+        raise InvalidInput(FIELD, "is empty")
+    if len(data) > max_bytes:
+        raise InvalidInput(FIELD, f"is {len(data)} bytes; the maximum is {max_bytes}")
+    try:
+        wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as exc:  # soundfile raises several types for unreadable data
+        raise InvalidInput(FIELD, f"could not be decoded as wav, flac, ogg or mp3 ({exc})") from exc
+    wav = wav.mean(axis=1)
+    seconds = len(wav) / sr
+    if seconds < min_seconds:
+        raise InvalidInput(FIELD, f"is {seconds:.2f} s long; at least {min_seconds:g} s is needed")
+    if seconds > max_seconds:
+        raise InvalidInput(FIELD, f"is {seconds:.1f} s long; the maximum is {max_seconds:g} s")
+    if not np.isfinite(wav).all() or float(np.abs(wav).max()) < 1e-4:
+        raise InvalidInput(FIELD, "is silent or not finite")
+    if sr != S3GEN_SR:
+        wav = librosa.resample(wav, orig_sr=sr, target_sr=S3GEN_SR)
+    return np.clip(wav, -1.0, 1.0).astype(np.float32)
+
+
+@torch.inference_mode()
+def conditionals_from_wav(model: ChatterboxTTS, wav24: np.ndarray, exaggeration: float = 0.5) -> Conditionals:
+    """T3 and S3Gen conditionals from a 24 kHz reference, as upstream's `prepare_conditionals` does."""
+    device = model.device
+    ref16 = librosa.resample(wav24, orig_sr=S3GEN_SR, target_sr=S3_SR)
+    gen = model.s3gen.embed_ref(wav24[: S3GEN_REF_SECONDS * S3GEN_SR], S3GEN_SR, device=device)
+    prompt_len = model.t3.hp.speech_cond_prompt_len
+    tokens, _ = model.s3gen.tokenizer.forward([ref16[: T3_REF_SECONDS * S3_SR]], max_len=prompt_len)
+    tokens = torch.atleast_2d(tokens).to(device)
+    ve = torch.from_numpy(model.ve.embeds_from_wavs([ref16], sample_rate=S3_SR))
+    ve = ve.mean(axis=0, keepdim=True).to(device)
+    t3 = T3Cond(
+        speaker_emb=ve,
+        cond_prompt_speech_tokens=tokens,
+        emotion_adv=exaggeration * torch.ones(1, 1, 1),
+    ).to(device=device)
+    return Conditionals(t3, gen)
+
+
+def with_exaggeration(conds: Conditionals, exaggeration: float) -> Conditionals:
+    """The same voice at another exaggeration; cheap, shares every tensor but the scalar."""
+    base = conds.t3
+    t3 = T3Cond(
+        speaker_emb=base.speaker_emb,
+        cond_prompt_speech_tokens=base.cond_prompt_speech_tokens,
+        emotion_adv=torch.full((1, 1, 1), float(exaggeration), device=base.speaker_emb.device),
+    )
+    return Conditionals(t3, conds.gen)
+
+
+class VoiceCache:
+    """Conditionals by SHA-256 of the reference bytes, bounded LRU (computing them costs ~1 s)."""
+
+    def __init__(self, capacity: int = 32) -> None:
+        self._items: OrderedDict[str, Conditionals] = OrderedDict()
+        self._capacity = capacity
+
+    @staticmethod
+    def key(data: bytes) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+    def get(self, key: str) -> Conditionals | None:
+        conds = self._items.get(key)
+        if conds is not None:
+            self._items.move_to_end(key)
+        return conds
+
+    def put(self, key: str, conds: Conditionals) -> None:
+        self._items[key] = conds
+        self._items.move_to_end(key)
+        while len(self._items) > self._capacity:
+            self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)

@@ -1,0 +1,36 @@
+"""Session fixtures: one generated checkpoint per test run, one float32 engine on it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# The hub is unreachable on CI; make the client say so at once instead of retrying.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("chatterbox-cache")
+
+
+@pytest.fixture(scope="session")
+def checkpoint_dir(cache_dir: Path) -> Path:
+    from engine.checkpoint import resolve
+
+    ckpt = resolve("random:0", cache_dir)
+    assert ckpt.weights == "random"
+    return Path(ckpt.path)
+
+
+@pytest.fixture(scope="session")
+def engine(checkpoint_dir: Path):
+    from engine.settings import EngineSettings
+    from engine.synthesizer import Engine
+
+    # float32 keeps streamed-vs-offline comparisons about the algorithm, not bf16 rounding.
+    settings = EngineSettings(checkpoint=str(checkpoint_dir), dtype="float32", watermark=False)
+    return Engine(settings)

@@ -1,0 +1,93 @@
+import numpy as np
+import pytest
+import torch
+
+from engine.flow import flow_mels
+from engine.hift_stream import HiftStream
+from engine.quality import snr_by_edge_distance, snr_db
+from engine.s3gen_stream import SAMPLES_PER_TOKEN, S3GenStream, offline
+from engine.seed_baseline import SeedStyleStream
+
+
+def _tokens(n: int, seed: int = 1) -> list[int]:
+    return torch.randint(0, 6561, (n,), generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def _run(stream, tokens: list[int], sizes: list[int]) -> list[np.ndarray]:
+    out, i = [], 0
+    for k, n in enumerate(sizes):
+        out.append(stream.push(tokens[i : i + n], final=k == len(sizes) - 1))
+        i += n
+    assert i == len(tokens)
+    return out
+
+
+@pytest.fixture(scope="module")
+def ref(engine):
+    return engine.model.conds.gen
+
+
+def test_flow_matches_upstream_for_the_same_noise(engine, ref):
+    flow = engine.model.s3gen.flow
+    tokens = torch.tensor([_tokens(20)])
+    n_prompt = ref["prompt_feat"].shape[1]
+    torch.manual_seed(5)
+    z = torch.randn(1, 80, n_prompt + 40)
+    torch.manual_seed(5)  # upstream draws the prompt's noise itself: the same draw
+    upstream, _ = flow.inference(
+        token=tokens, token_len=torch.tensor([20]), finalize=True, noised_mels=z[:, :, n_prompt:],
+        n_timesteps=10, **ref,
+    )  # fmt: skip
+    mine = flow_mels(flow, ref, tokens, z[0, :, :n_prompt], z[0, :, n_prompt:])
+    assert mine.shape == (1, 80, 40)
+    assert torch.allclose(mine, upstream.float(), atol=1e-5)
+
+
+@pytest.mark.parametrize("sizes", [[5, 10, 20, 15], [1, 1, 30, 2, 16], [50], [3, 47]])
+def test_vocoder_stage_matches_an_offline_call(engine, sizes):
+    hift = engine.model.s3gen.mel2wav
+    mel = torch.randn(1, 80, sum(sizes), generator=torch.Generator().manual_seed(0)) * 2 - 5
+    whole = HiftStream(hift, seed=7).push(mel, final=True)
+    stream, parts, i = HiftStream(hift, seed=7, context=8), [], 0
+    for k, n in enumerate(sizes):
+        parts.append(stream.push(mel[:, :, i : i + n], final=k == len(sizes) - 1))
+        i += n
+    streamed = np.concatenate(parts)
+    assert len(streamed) == len(whole) == 480 * sum(sizes)
+    err = float(np.abs(streamed - whole).max())
+    print(f"HiFT streamed vs offline, chunks {sizes}: max abs error {err:.2e}")
+    assert err < 1e-3
+
+
+@pytest.mark.parametrize("sizes", [[12, 24, 48, 16], [4, 4, 4, 88], [100], [1, 2, 3, 4, 5, 85], [30, 0, 70], [60, 40]])
+def test_token_accounting_is_exact(engine, ref, sizes):
+    tokens = _tokens(sum(sizes), seed=len(sizes))
+    stream = S3GenStream(engine.model.s3gen, ref, 3, left=8, holdback=2, hift_context=8)
+    parts = _run(stream, tokens, sizes)
+    total = sum(len(p) for p in parts)
+    assert total == SAMPLES_PER_TOKEN * len(tokens)  # not even one frame lost
+    assert np.isfinite(np.concatenate(parts)).all()
+
+
+def test_streamed_audio_is_10db_closer_to_offline_than_the_seed_method(engine, ref):
+    tokens = _tokens(100, seed=4)
+    sizes = [12, 24, 48, 16]
+    reference = offline(engine.model.s3gen, ref, tokens, seed=9)
+    ours = _run(S3GenStream(engine.model.s3gen, ref, 9, left=8, holdback=2, hift_context=8), tokens, sizes)
+    seed = _run(SeedStyleStream(engine.model.s3gen, ref, 9), tokens, sizes)
+    ours_wav, seed_wav = np.concatenate(ours), np.concatenate(seed)
+    assert len(ours_wav) == len(seed_wav) == len(reference)
+    ours_snr, seed_snr = snr_db(reference, ours_wav), snr_db(reference, seed_wav)
+    ours_edges = snr_by_edge_distance(reference, ours_wav, [len(p) for p in ours])
+    seed_edges = snr_by_edge_distance(reference, seed_wav, [len(p) for p in seed])
+    print(f"\nstreamed vs offline SNR: ours {ours_snr:.1f} dB, seed-style {seed_snr:.1f} dB")
+    for bucket in ours_edges:
+        print(f"  {bucket:>9} from a chunk edge: ours {ours_edges[bucket]:6.1f} dB, seed {seed_edges[bucket]:6.1f} dB")
+    assert ours_snr >= seed_snr + 10
+
+
+def test_a_stream_refuses_input_after_its_final_chunk(engine, ref):
+    stream = S3GenStream(engine.model.s3gen, ref, 0, left=8, holdback=2, hift_context=8)
+    stream.push(_tokens(10), final=True)
+    with pytest.raises(RuntimeError):
+        stream.push([1, 2, 3], final=True)
