@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(PY) -m engine.say "Hello! This is Chatterbox, streaming speech as it is generated." \
-		-o out/demo.wav --stream
+		-o out/demo.wav --stream --max-new-tokens 125
 
 test: $(STAMP)
 	$(PY) -m ruff check .

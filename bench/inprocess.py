@@ -1,0 +1,98 @@
+"""`python -m bench.inprocess`: streaming vs regular synthesis of the same tokens, in one process, one run.
+
+Both modes use the same seed, so T3 samples the same tokens and S3Gen draws the same noise; the only
+difference is chunked streaming. Prints medians over --reps and their ratio, and one JSON line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+
+import msgspec
+import numpy as np
+import torch
+
+from engine.params import SynthesisParams
+from engine.quality import snr_db
+from engine.settings import EngineSettings
+from engine.synthesizer import Engine
+
+TEXT = "Hello! This is Chatterbox, streaming speech as it is generated, one chunk at a time."
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.inprocess", description=__doc__)
+    ap.add_argument("--tokens", type=int, default=100, help="raw T3 tokens per run (max_new_tokens)")
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--seed", type=int, default=5)
+    args = ap.parse_args(argv)
+    engine = Engine(EngineSettings.from_env())
+    warm = SynthesisParams(seed=1, max_new_tokens=20)
+    list(engine.stream(TEXT, warm))
+    engine.synthesize(TEXT, warm)
+    params = SynthesisParams(seed=args.seed, max_new_tokens=args.tokens)
+    rows = []
+    for rep in range(args.reps):
+        chunks = list(engine.stream(TEXT, params))
+        wav, reg = engine.synthesize(TEXT, params)
+        st = chunks[-1].metrics
+        streamed = np.concatenate([c.pcm for c in chunks])
+        rows.append(
+            {
+                "stream_first": st.first_chunk_latency,
+                "stream_rtf": st.rtf,
+                "regular_first": reg.first_chunk_latency,
+                "regular_rtf": reg.rtf,
+                "rtf_ratio": st.rtf / reg.rtf,
+                "chunks": st.chunks,
+                "valid_tokens": st.valid_tokens,
+                "snr_db": snr_db(wav, streamed) if not engine.settings.watermark else None,
+            }
+        )
+        print(
+            f"rep {rep + 1}: "
+            + ", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in rows[-1].items()),
+            file=sys.stderr,
+        )
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if rows[0][k] is not None}
+    s = engine.settings
+    result = {
+        "machine": cpu_name(),
+        "cores": torch.get_num_threads(),
+        "device": s.device,
+        "dtype": str(engine.dtype).removeprefix("torch."),
+        "weights": engine.weights,
+        "tokens": args.tokens,
+        "reps": args.reps,
+        "first_chunk_size": s.first_chunk_size,
+        "chunk_size": params.chunk_size,
+        "flow_left_tokens": s.flow_left_tokens,
+        "flow_holdback_tokens": s.flow_holdback_tokens,
+        "prompt_tokens": int(engine.model.conds.gen["prompt_token"].shape[1]),
+        "median": med,
+    }
+    print(
+        f"{result['machine']} ({result['cores']} threads, {result['dtype']}, {result['weights']} weights): "
+        f"first audio streaming {med['stream_first']:.2f} s vs regular {med['regular_first']:.2f} s; "
+        f"RTF streaming {med['stream_rtf']:.2f} vs regular {med['regular_rtf']:.2f} (ratio {med['rtf_ratio']:.3f})",
+        file=sys.stderr,
+    )
+    print(msgspec.json.encode(result).decode())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
