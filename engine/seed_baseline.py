@@ -13,7 +13,7 @@ import torch
 from chatterbox.models.s3gen import S3Gen
 
 from engine.flow import TOKEN_MEL_RATIO, flow_mels
-from engine.hift_stream import HOP, HiftStream
+from engine.hift_stream import HiftStream
 from engine.noise import NoiseTape
 from engine.s3gen_stream import SAMPLES_PER_TOKEN
 
@@ -52,6 +52,3 @@ class SeedStyleStream:
             n = min(len(out), int(FADE_SECONDS * 24000))
             out[:n] *= np.linspace(0.0, 1.0, n, dtype=np.float32)
         return out
-
-
-__all__ = ["HOP", "SeedStyleStream"]

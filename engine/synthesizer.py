@@ -13,7 +13,7 @@ import torch
 from chatterbox.tts import ChatterboxTTS, Conditionals
 
 from engine.checkpoint import resolve
-from engine.errors import InvalidInput
+from engine.errors import CheckpointError
 from engine.params import SynthesisParams
 from engine.s3gen_stream import S3GenStream
 from engine.settings import EngineSettings
@@ -70,7 +70,7 @@ class Engine:
         self.model.t3.to(self.dtype)
         self.model.s3gen.flow.to(self.dtype)
         if self.model.conds is None:
-            raise InvalidInput("voice", "the checkpoint has no built-in voice (conds.pt)")
+            raise CheckpointError(f"{self.checkpoint.path} has no built-in voice (conds.pt)")
         self.t3 = T3Streamer(self.model.t3, self.model.tokenizer)
         self.voices = VoiceCache()
         self.watermarker = Watermarker(enabled=self.settings.watermark)
@@ -121,14 +121,14 @@ class Engine:
             should_stop=should_stop,
         )
 
-    def open_s3gen(self, ref: dict, seed: int) -> S3GenStream:
+    def open_s3gen(self, ref: dict, seed: int, holdback: int | None = None) -> S3GenStream:
         s = self.settings
         return S3GenStream(
             self.model.s3gen,
             ref,
             seed,
             left=s.flow_left_tokens,
-            holdback=s.flow_holdback_tokens,
+            holdback=s.flow_holdback_tokens if holdback is None else holdback,
             hift_context=s.hift_context_frames,
         )
 
@@ -182,8 +182,7 @@ class Engine:
         metrics = Metrics(weights=self.weights)
         # One chunk per piece: the whole piece's tokens at once.
         whole = msgspec.structs.replace(params, chunk_size=10**9)
-        s3 = S3GenStream(self.model.s3gen, conds.gen, seed, left=self.settings.flow_left_tokens, holdback=0,
-                         hift_context=self.settings.hift_context_frames)  # fmt: skip
+        s3 = self.open_s3gen(conds.gen, seed, holdback=0)
         parts = []
         for chunk in self._token_chunks(pieces, conds, whole, seed, 10**9, lambda: False):
             metrics.tokens_generated += chunk.generated

@@ -1,6 +1,7 @@
 import io
 import subprocess
 import sys
+import threading
 
 import msgspec
 import numpy as np
@@ -105,11 +106,15 @@ def test_bad_input_raises_the_specific_error(engine, kwargs, field, reason):
         assert exc.value.field == field and reason in exc.value.reason
 
 
-def test_closing_a_stream_early_stops_generation(engine):
-    stream = engine.stream(TEXT, SynthesisParams(seed=3, max_new_tokens=400, chunk_size=10))
-    first = next(stream)
-    stream.close()
-    assert first.seq == 1
+def test_should_stop_ends_a_stream_without_a_final_chunk(engine):
+    cancelled = threading.Event()
+    chunks = []
+    params = SynthesisParams(seed=3, max_new_tokens=400, chunk_size=10)
+    for chunk in engine.stream(TEXT, params, should_stop=cancelled.is_set):
+        chunks.append(chunk)
+        cancelled.set()  # a client cancel arriving after the first chunk
+    assert len(chunks) == 1 and not chunks[0].final
+    assert chunks[0].metrics.tokens_generated < 400
 
 
 def test_watermark_marks_each_chunk_without_changing_its_length():
