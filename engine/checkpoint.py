@@ -8,11 +8,14 @@ the same loader, `ChatterboxTTS.from_local`.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import msgspec
@@ -94,6 +97,7 @@ def _from_hub(allow_download: bool) -> Checkpoint:
     except Exception:
         if not allow_download:
             raise
+    _probe_hub()
     try:
         # The hub client shows its own progress bars while downloading.
         paths = [hf_hub_download(REPO_ID, name) for name in FILES]
@@ -106,26 +110,81 @@ def _from_hub(allow_download: bool) -> Checkpoint:
     return Checkpoint(str(Path(paths[0]).parent), "real", "download")
 
 
+def _probe_hub(timeout: float = 5.0) -> None:
+    """Fail in seconds, not after the hub client's retries with backoff, when the hub is unreachable."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
+        raise CheckpointError(
+            f"{REPO_ID} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set. "
+            "Copy the five files to a directory and set CHATTERBOX_CHECKPOINT to it, or set "
+            "CHATTERBOX_CHECKPOINT=random to run on generated random weights"
+        )
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        urllib.request.urlopen(
+            urllib.request.Request(f"{endpoint}/api/models/{REPO_ID}", method="HEAD"), timeout=timeout
+        )
+    except urllib.error.HTTPError:
+        return  # the hub answered; let the download report what it says
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"the Hugging Face hub at {endpoint} is unreachable ({exc}). Copy the five files to a directory "
+            "and set CHATTERBOX_CHECKPOINT to it, or set CHATTERBOX_CHECKPOINT=random to run on generated "
+            "random weights"
+        ) from exc
+
+
 def _random(seed: int, cache: Path) -> Checkpoint:
     target = cache / f"random-{seed}"
-    if (target / MARKER).is_file() and all((target / n).is_file() for n in FILES):
+    if _complete(target):
         return Checkpoint(str(target), "random", "generated")
     cache.mkdir(parents=True, exist_ok=True)
+    # Workers of one host start together: the lock makes one generate while the others wait for it.
+    with open(cache / f".random-{seed}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _complete(target):
+            _generate(seed, cache, target)
+    return Checkpoint(str(target), "random", "generated")
+
+
+def _complete(target: Path) -> bool:
+    return (target / MARKER).is_file() and all((target / n).is_file() for n in FILES)
+
+
+def _generate(seed: int, cache: Path, target: Path) -> None:
     # Build in a sibling temp dir and rename: an interrupted generation leaves only a temp dir that
-    # is never loaded (and is swept next time).
+    # is never loaded (and is swept here, under the lock, next time).
     for stale in cache.glob(f".random-{seed}-*"):
         shutil.rmtree(stale, ignore_errors=True)
+    if target.exists():
+        shutil.rmtree(target)  # incomplete: a copy someone damaged by hand
     tmp = Path(tempfile.mkdtemp(prefix=f".random-{seed}-", dir=cache))
     try:
         from engine.generate import write_random_checkpoint
 
         write_random_checkpoint(tmp, seed)
         (tmp / MARKER).write_text(json.dumps({"weights": "random", "seed": seed}))
-        try:
-            os.rename(tmp, target)
-        except OSError:
-            if not (target / MARKER).is_file():  # not a concurrent winner: a real failure
-                raise
+        os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    return Checkpoint(str(target), "random", "generated")
+
+
+def main() -> int:
+    """`python -m engine.checkpoint [SPEC]`: resolve (download or generate) once, print where it is."""
+    import sys
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from engine.settings import EngineSettings
+
+    settings = EngineSettings.from_env()
+    spec = sys.argv[1] if len(sys.argv) > 1 else settings.checkpoint
+    try:
+        ckpt = resolve(spec, settings.cache_dir or None)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"checkpoint {ckpt.path} (weights {ckpt.weights}, from {ckpt.source})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

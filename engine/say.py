@@ -11,29 +11,20 @@ import msgspec
 import numpy as np
 import soundfile as sf
 
+from engine.cli import add_synthesis_arguments, synthesis_params
 from engine.errors import CheckpointError, InvalidInput
-from engine.params import SynthesisParams
+from engine.metrics import Metrics
 from engine.settings import EngineSettings
-from engine.synthesizer import SAMPLE_RATE, Engine, Metrics
+from engine.synthesizer import SAMPLE_RATE, Engine
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m engine.say", description=__doc__)
-    p.add_argument("text")
-    p.add_argument("-o", "--output", default="out.wav", help="WAV file to write")
+    add_synthesis_arguments(p)
     p.add_argument("--stream", action="store_true", help="stream chunk by chunk (default: regular synthesis)")
-    p.add_argument("--chunk-size", type=int, default=50)
-    p.add_argument("--first-chunk-size", type=int)
-    p.add_argument("--max-new-tokens", type=int)
-    p.add_argument("--voice", type=Path, help="reference audio (wav, flac, ogg, mp3) to clone")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--exaggeration", type=float, default=0.5)
-    p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--cfg-weight", type=float, default=0.5)
     p.add_argument("--checkpoint", help="overrides CHATTERBOX_CHECKPOINT")
     p.add_argument("--device", help="overrides CHATTERBOX_DEVICE")
     p.add_argument("--dtype", help="overrides CHATTERBOX_DTYPE")
-    p.add_argument("--json", action="store_true", help="end with one line of JSON metrics")
     return p.parse_args(argv)
 
 
@@ -49,15 +40,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if engine.weights == "random":
         print("NOTE: random weights (generated checkpoint): timings are real, the audio is noise.", file=out)
-    params = SynthesisParams(
-        exaggeration=args.exaggeration,
-        temperature=args.temperature,
-        cfg_weight=args.cfg_weight,
-        chunk_size=args.chunk_size,
-        first_chunk_size=args.first_chunk_size,
-        max_new_tokens=args.max_new_tokens,
-        seed=args.seed,
-    )
+    params = synthesis_params(args)
     reference = args.voice.read_bytes() if args.voice else None
     try:
         if args.stream:

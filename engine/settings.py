@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Mapping
+from typing import TypeVar
 
 import msgspec
 
 PREFIX = "CHATTERBOX_"
+S = TypeVar("S", bound=msgspec.Struct)
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -39,15 +42,41 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> EngineSettings:
-        """Build from `CHATTERBOX_<FIELD>` variables; explicit overrides win."""
-        env = os.environ if env is None else env
-        raw: dict[str, object] = {}
-        for name in cls.__struct_fields__:
-            key = PREFIX + name.upper()
-            if key in env:
-                raw[name] = env[key]
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        try:
-            return msgspec.convert(raw, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ValueError(f"bad {PREFIX}* setting: {exc}") from exc
+        return settings_from_env(cls, PREFIX, env, overrides)
+
+
+def settings_from_env(
+    cls: type[S], prefix: str, env: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+) -> S:
+    """Build a settings struct from `<PREFIX><FIELD>` variables; explicit non-None overrides win."""
+    env = os.environ if env is None else env
+    raw: dict[str, object] = {}
+    for name in cls.__struct_fields__:
+        key = prefix + name.upper()
+        if key in env:
+            raw[name] = env[key]
+    raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return msgspec.convert(raw, cls, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ValueError(f"bad {prefix}* setting: {exc}") from exc
+
+
+class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """A pipeline worker's place: its slot and the slot's T3 → S3Gen pipe (`CHATTERBOX_WORKER_*`)."""
+
+    slot: str = "cpu0"
+    # The slot's PUSH/PULL endpoint; S3Gen binds it, T3 connects. Empty: an ipc socket named after the slot.
+    pipe: str = ""
+    # Jobs the slot takes at once; reported to the broker, which dispatches against it.
+    capacity: int = 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:
+        return settings_from_env(cls, PREFIX + "WORKER_", env, overrides)
+
+    def pipe_address(self) -> str:
+        if self.pipe:
+            return self.pipe
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.slot)
+        return f"ipc://{tempfile.gettempdir()}/chatterbox-{safe}.pipe"

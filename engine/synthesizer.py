@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import secrets
 import time
 from collections.abc import Callable, Iterator
+from typing import Literal
 
 import msgspec
 import numpy as np
@@ -14,6 +16,7 @@ from chatterbox.tts import ChatterboxTTS, Conditionals
 
 from engine.checkpoint import resolve
 from engine.errors import CheckpointError
+from engine.metrics import Metrics
 from engine.params import SynthesisParams
 from engine.s3gen_stream import S3GenStream
 from engine.settings import EngineSettings
@@ -24,17 +27,6 @@ from engine.watermark import Watermarker
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 24000
-
-
-class Metrics(msgspec.Struct, kw_only=True):
-    first_chunk_latency: float | None = None  # seconds from request to the first audio
-    total_latency: float = 0.0
-    rtf: float | None = None  # wall seconds per second of audio
-    audio_seconds: float = 0.0
-    chunks: int = 0
-    tokens_generated: int = 0  # raw T3 samples
-    valid_tokens: int = 0  # speech tokens that became audio
-    weights: str = "real"
 
 
 class AudioChunk(msgspec.Struct, kw_only=True):
@@ -55,9 +47,16 @@ def pick_dtype(setting: str, device: str) -> torch.dtype:
         raise ValueError(f"CHATTERBOX_DTYPE must be auto, float32, bfloat16 or float16, not {setting!r}") from None
 
 
+Role = Literal["all", "t3", "s3gen"]
+
+
 class Engine:
-    def __init__(self, settings: EngineSettings | None = None) -> None:
+    """The models of one checkpoint. A pipeline worker loads it with its role and frees the other
+    stage's modules, so a slot's two processes hold one copy of the weights between them."""
+
+    def __init__(self, settings: EngineSettings | None = None, role: Role = "all") -> None:
         self.settings = settings or EngineSettings.from_env()
+        self.role = role
         if self.settings.threads > 0:
             torch.set_num_threads(self.settings.threads)
         self.checkpoint = resolve(self.settings.checkpoint, self.settings.cache_dir or None)
@@ -67,13 +66,23 @@ class Engine:
         device = self.settings.device
         self.model = ChatterboxTTS.from_local(self.checkpoint.path, device)
         self.dtype = pick_dtype(self.settings.dtype, device)
-        self.model.t3.to(self.dtype)
-        self.model.s3gen.flow.to(self.dtype)
-        if self.model.conds is None:
-            raise CheckpointError(f"{self.checkpoint.path} has no built-in voice (conds.pt)")
-        self.t3 = T3Streamer(self.model.t3, self.model.tokenizer)
+        if role == "t3":
+            # Cloning a voice still needs S3Gen's tokenizer, speaker encoder and mel front end.
+            self.model.s3gen.flow = None
+            self.model.s3gen.mel2wav = None
+        if role == "s3gen":
+            self.model.t3 = None
+            self.model.ve = None
+        else:
+            self.model.t3.to(self.dtype)
+            if self.model.conds is None:
+                raise CheckpointError(f"{self.checkpoint.path} has no built-in voice (conds.pt)")
+            self.t3 = T3Streamer(self.model.t3, self.model.tokenizer)
+        if role != "t3":
+            self.model.s3gen.flow.to(self.dtype)
+        gc.collect()
         self.voices = VoiceCache()
-        self.watermarker = Watermarker(enabled=self.settings.watermark)
+        self.watermarker = Watermarker(enabled=self.settings.watermark and role != "t3")
 
     @property
     def device(self) -> str:
@@ -101,7 +110,7 @@ class Engine:
         conds.t3.to(dtype=self.dtype)
         return conds
 
-    def _prepare(self, text: object, params: SynthesisParams) -> tuple[list[str], SynthesisParams, int]:
+    def prepare(self, text: object, params: SynthesisParams) -> tuple[list[str], SynthesisParams, int]:
         clean = check_text(text, self.settings.max_text_chars)
         params = params.validated()
         seed = params.seed if params.seed is not None else secrets.randbits(62)
@@ -110,7 +119,7 @@ class Engine:
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def _token_chunks(self, pieces, conds, params, seed, first, should_stop) -> Iterator[TokenChunk]:
+    def token_chunks(self, pieces, conds, params, seed, first, should_stop) -> Iterator[TokenChunk]:
         return self.t3.stream(
             pieces,
             conds.t3,
@@ -143,7 +152,7 @@ class Engine:
     ) -> Iterator[AudioChunk]:
         """Audio chunks as they are produced. Raises InvalidInput before the first chunk on bad input."""
         started = time.monotonic()
-        pieces, params, seed = self._prepare(text, params or SynthesisParams())
+        pieces, params, seed = self.prepare(text, params or SynthesisParams())
         conds = self.conditionals(reference, params.exaggeration)
         return self._stream(started, pieces, conds, params, seed, should_stop)
 
@@ -151,19 +160,13 @@ class Engine:
         first = params.first_chunk_size or self.settings.first_chunk_size
         metrics = Metrics(weights=self.weights)
         s3 = self.open_s3gen(conds.gen, seed)
-        for chunk in self._token_chunks(pieces, conds, params, seed, first, should_stop):
+        for chunk in self.token_chunks(pieces, conds, params, seed, first, should_stop):
             pcm = self.watermarker.apply(s3.push(chunk.tokens, chunk.final), SAMPLE_RATE)
             metrics.tokens_generated += chunk.generated
             metrics.valid_tokens += len(chunk.tokens)
             if not len(pcm) and not chunk.final:
                 continue  # everything held back for context; nothing to send yet
-            now = time.monotonic()
-            metrics.chunks += 1
-            metrics.audio_seconds += len(pcm) / SAMPLE_RATE
-            if metrics.first_chunk_latency is None and len(pcm):
-                metrics.first_chunk_latency = now - started
-            metrics.total_latency = now - started
-            metrics.rtf = metrics.total_latency / metrics.audio_seconds if metrics.audio_seconds else None
+            metrics.add_audio(len(pcm), SAMPLE_RATE, time.monotonic() - started)
             yield AudioChunk(
                 seq=metrics.chunks,
                 pcm=pcm,
@@ -177,14 +180,14 @@ class Engine:
     ) -> tuple[np.ndarray, Metrics]:
         """Regular synthesis: all tokens first, then S3Gen once over them (per text piece for long text)."""
         started = time.monotonic()
-        pieces, params, seed = self._prepare(text, params or SynthesisParams())
+        pieces, params, seed = self.prepare(text, params or SynthesisParams())
         conds = self.conditionals(reference, params.exaggeration)
         metrics = Metrics(weights=self.weights)
         # One chunk per piece: the whole piece's tokens at once.
         whole = msgspec.structs.replace(params, chunk_size=10**9)
         s3 = self.open_s3gen(conds.gen, seed, holdback=0)
         parts = []
-        for chunk in self._token_chunks(pieces, conds, whole, seed, 10**9, lambda: False):
+        for chunk in self.token_chunks(pieces, conds, whole, seed, 10**9, lambda: False):
             metrics.tokens_generated += chunk.generated
             metrics.valid_tokens += len(chunk.tokens)
             parts.append(s3.push(chunk.tokens, chunk.final))

@@ -91,6 +91,13 @@ def test_hub_mode_offline_fails_and_says_what_to_do(offline_hub):
     assert "CHATTERBOX_CHECKPOINT=random" in message and "directory" in message
 
 
+def test_hub_mode_unreachable_fails_fast(offline_hub, monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens on the discard port
+    with pytest.raises(CheckpointError, match=r"unreachable.*CHATTERBOX_CHECKPOINT=random"):
+        resolve("hub")
+
+
 def test_auto_mode_offline_falls_back_to_random_loudly(offline_hub, checkpoint_dir, cache_dir, caplog):
     with caplog.at_level(logging.WARNING):
         got = resolve("auto", cache_dir)

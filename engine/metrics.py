@@ -1,0 +1,25 @@
+"""Per-job figures, shared by the in-process engine and the wire protocol (no torch import here)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Metrics(msgspec.Struct, kw_only=True):
+    first_chunk_latency: float | None = None  # seconds from the start of the job to its first audio
+    total_latency: float = 0.0
+    rtf: float | None = None  # wall seconds per second of audio
+    audio_seconds: float = 0.0
+    chunks: int = 0
+    tokens_generated: int = 0  # raw T3 samples
+    valid_tokens: int = 0  # speech tokens that became audio
+    weights: str = "real"
+
+    def add_audio(self, samples: int, sample_rate: int, elapsed: float) -> None:
+        """Count one more audio chunk of `samples`, `elapsed` seconds after the job started."""
+        self.chunks += 1
+        self.audio_seconds += samples / sample_rate
+        if self.first_chunk_latency is None and samples:
+            self.first_chunk_latency = elapsed
+        self.total_latency = elapsed
+        self.rtf = elapsed / self.audio_seconds if self.audio_seconds else None
