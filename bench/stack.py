@@ -1,0 +1,133 @@
+"""The stack as child processes (broker + T3/S3Gen pairs) on free ports: for the bench and the tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from broker.settings import BrokerSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def broker_settings(**overrides: object) -> BrokerSettings:
+    front, back, out, inn = free_ports(4)
+    return BrokerSettings(
+        frontend_port=front, backend_port=back, results_out_port=out, results_in_port=inn, **overrides
+    )
+
+
+def broker_env(settings: BrokerSettings) -> dict[str, str]:
+    return {f"CHATTERBOX_BROKER_{name.upper()}": str(getattr(settings, name)) for name in settings.__struct_fields__}
+
+
+class Proc:
+    """A child process with its output in a log file, killed (whole group) when the test ends."""
+
+    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
+        self.args = args
+        self.log = log
+        self.env = {**os.environ, **env}
+        self.popen: subprocess.Popen | None = None
+        self.start()
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.popen = subprocess.Popen(
+                [sys.executable, *self.args], env=self.env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        assert self.popen is not None
+        return self.popen.pid
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            os.killpg(self.popen.pid, sig)
+            self.popen.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.popen is not None and self.popen.poll() is None:
+            self.popen.terminate()
+            try:
+                self.popen.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.1):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)
+
+
+class Stack:
+    """The broker plus a T3 + S3Gen pair per slot, as real processes on a generated checkpoint."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        checkpoint: str,
+        slots: tuple[str, ...] = ("a",),
+        *,
+        threads: int = 1,
+        env: dict[str, str] | None = None,
+        **broker: object,
+    ) -> None:
+        self.workdir = workdir
+        self.settings = broker_settings(**broker)
+        self.env = {
+            **broker_env(self.settings),
+            "CHATTERBOX_CHECKPOINT": checkpoint,
+            "CHATTERBOX_WATERMARK": "false",
+            "CHATTERBOX_THREADS": str(threads),  # per process; a slot's two processes share the cores
+            "HF_HUB_OFFLINE": "1",
+            **(env or {}),
+        }
+        self.broker = Proc(["-m", "broker"], self.env, workdir / "broker.log")
+        self.workers: dict[tuple[str, str], Proc] = {}
+        for slot in slots:
+            for role in ("s3gen", "t3"):
+                self.workers[slot, role] = self._worker(slot, role)
+
+    def _worker(self, slot: str, role: str) -> Proc:
+        args = ["-m", f"engine.{role}_worker", "--slot", slot, "--device", "cpu"]
+        args += ["--pipe", f"ipc://{self.workdir}/{slot}.pipe"]
+        return Proc(args, self.env, self.workdir / f"{slot}_{role}.log")
+
+    def restart(self, slot: str, role: str) -> None:
+        self.workers[slot, role].start()
+
+    def stop(self) -> None:
+        for proc in [*self.workers.values(), self.broker]:
+            proc.stop()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log.name}\n{p.text()[-2000:]}" for p in [self.broker, *self.workers.values()])

@@ -1,0 +1,267 @@
+"""Every message on the wire, as msgspec Structs in one tagged union, plus the framing rules.
+
+A ZeroMQ message is: [topic] + msgpack header + raw bulk frames. The header says how many bulk frames
+follow and what they hold (token ids, PCM, tensors); bulk data is never msgpack'd or pickled, so a
+chunk of PCM is one memcpy on each side. The topic frame exists only on the results channel, where it
+is the receiving client's id (PUB/SUB filters on it).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+import numpy as np
+
+from engine.metrics import Metrics
+from engine.params import SynthesisParams
+
+PROTOCOL_VERSION = 1
+SAMPLE_RATE = 24000
+
+Role = Literal["t3", "s3gen"]
+
+
+class TensorSpec(msgspec.Struct, frozen=True, array_like=True):
+    """Describes one raw frame: a C-contiguous array of `dtype` (numpy name) and `shape`."""
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...]
+
+
+class Span(msgspec.Struct, frozen=True, array_like=True):
+    """CLOCK_MONOTONIC seconds (system-wide on Linux, so comparable across a slot's two processes)."""
+
+    start: float
+    end: float
+
+
+# -- client → broker (frontend) ------------------------------------------------------------------
+
+
+class Submit(msgspec.Struct, tag="submit", kw_only=True):
+    job: str
+    client: str  # the results topic the client subscribed to
+    text: str
+    params: SynthesisParams = SynthesisParams()
+    stream: bool = True  # False: regular synthesis, one chunk per text piece
+    has_reference: bool = False  # reference audio bytes follow as one raw frame
+
+
+class Cancel(msgspec.Struct, tag="cancel", kw_only=True):
+    job: str
+
+
+class Ping(msgspec.Struct, tag="ping", kw_only=True):
+    client: str
+
+
+class StatsRequest(msgspec.Struct, tag="stats_request"):
+    pass
+
+
+# -- broker → client (frontend replies) ------------------------------------------------------------
+
+
+class Pong(msgspec.Struct, tag="pong", kw_only=True):
+    epoch: str  # changes when the broker restarts: the client's jobs in flight are lost
+    subscribed: bool  # the broker's XPUB has seen the client's subscription
+
+
+class SlotStats(msgspec.Struct, kw_only=True):
+    name: str
+    live: bool
+    capacity: int
+    in_flight: int
+    completed: int
+    failed: int
+    mean_first_chunk_latency: float | None
+    mean_rtf: float | None
+    device: str = ""
+    weights: str = ""
+
+
+class Stats(msgspec.Struct, tag="stats", kw_only=True):
+    epoch: str
+    slots: list[SlotStats]
+    queue_depth: int
+    queue_limit: int
+    submitted: int
+    completed: int
+    failed: int
+    rejected_busy: int
+
+
+# -- broker ↔ workers (backend) ---------------------------------------------------------------------
+
+
+class Ready(msgspec.Struct, tag="ready", kw_only=True):
+    version: int
+    role: Role
+    slot: str
+    capacity: int
+    device: str
+    weights: str
+    pid: int
+
+
+class Heartbeat(msgspec.Struct, tag="heartbeat", kw_only=True):
+    epoch: str = ""  # set by the broker; empty from workers
+
+
+class Register(msgspec.Struct, tag="register", kw_only=True):
+    """The broker does not know the sender (it restarted, or expired the worker): send Ready again."""
+
+    epoch: str
+
+
+class Job(msgspec.Struct, tag="job", kw_only=True):
+    """A Submit as dispatched to a T3 worker; `attempt` grows on each re-dispatch."""
+
+    job: str
+    client: str
+    attempt: int
+    epoch: str
+    text: str
+    params: SynthesisParams
+    stream: bool
+    has_reference: bool
+
+
+class Failed(msgspec.Struct, tag="failed", kw_only=True):
+    """T3 → broker: the job could not run (bad input found by the model side, or an exception)."""
+
+    job: str
+    attempt: int
+    code: str
+    message: str
+    field: str | None = None
+
+
+# -- T3 → S3Gen (the slot's PUSH/PULL pipe) --------------------------------------------------------
+
+
+class Tokens(msgspec.Struct, tag="tokens", kw_only=True):
+    """One chunk of valid speech tokens (int32 raw frame), plus the voice reference on seq 1."""
+
+    job: str
+    client: str
+    attempt: int
+    seq: int
+    final: bool
+    generated: int
+    seed: int
+    accepted_at: float  # monotonic: T3 took the job; job metrics are measured from here
+    span: Span  # T3's work on this chunk
+    stream: bool = True
+    reference: list[TensorSpec] = []  # S3Gen reference tensors (seq 1 only), one raw frame each
+
+
+class Abort(msgspec.Struct, tag="abort", kw_only=True):
+    """T3 → S3Gen: the job stopped (cancel, failure); drop its state."""
+
+    job: str
+
+
+# -- S3Gen / broker → client (results channel, topic = client id) ---------------------------------
+
+
+class Accepted(msgspec.Struct, tag="accepted", kw_only=True):
+    job: str
+    queued: bool  # waiting for a free slot
+    slot: str | None = None
+
+
+class Audio(msgspec.Struct, tag="audio", kw_only=True):
+    """One chunk of float32 mono PCM (one raw frame)."""
+
+    job: str
+    attempt: int
+    slot: str
+    seq: int
+    final: bool
+    tokens: int
+    sample_rate: int
+    metrics: Metrics
+    t3_span: Span
+    s3gen_span: Span
+
+
+class Done(msgspec.Struct, tag="done", kw_only=True):
+    job: str
+    attempt: int
+    slot: str
+    chunks: int
+    metrics: Metrics
+
+
+class Error(msgspec.Struct, tag="error", kw_only=True):
+    job: str
+    code: str  # invalid_input, busy, worker_lost, broker_lost, cancelled, timeout, gap, internal
+    message: str
+    field: str | None = None
+    retryable: bool = False
+    attempt: int = 0
+    slot: str | None = None
+
+
+Message = (
+    Submit
+    | Cancel
+    | Ping
+    | StatsRequest
+    | Pong
+    | Stats
+    | Ready
+    | Heartbeat
+    | Register
+    | Job
+    | Failed
+    | Tokens
+    | Abort
+    | Accepted
+    | Audio
+    | Done
+    | Error
+)
+
+Frame = bytes | memoryview
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a message of this protocol."""
+
+
+class Codec:
+    """Encoder and decoder for the union; one per socket-owning thread (msgspec's are not shared)."""
+
+    def __init__(self) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(Message)
+
+    def encode(self, msg: Message, *bulk: Frame) -> list[Frame]:
+        return [self._encoder.encode(msg), *bulk]
+
+    def decode(self, frames: list[Frame]) -> tuple[Message, list[Frame]]:
+        """Header → message; the rest are its bulk frames."""
+        if not frames:
+            raise ProtocolError("empty message")
+        try:
+            return self._decoder.decode(frames[0]), list(frames[1:])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ProtocolError(str(exc)) from exc
+
+
+def array_frame(array: np.ndarray) -> tuple[TensorSpec, memoryview]:
+    array = np.ascontiguousarray(array)
+    return TensorSpec("", array.dtype.str, tuple(array.shape)), memoryview(array).cast("B")
+
+
+def frame_array(spec: TensorSpec, frame: Frame) -> np.ndarray:
+    """A read-only view on the frame (zero copy); copy it before writing."""
+    array = np.frombuffer(frame, dtype=np.dtype(spec.dtype))
+    expected = int(np.prod(spec.shape)) if spec.shape else 1
+    if array.size != expected:
+        raise ProtocolError(f"frame {spec.name!r} holds {array.size} items, header says {spec.shape}")
+    return array.reshape(spec.shape)

@@ -1,0 +1,125 @@
+"""Scripted workers: real sockets speaking the protocol, driven by the test instead of a model."""
+
+from __future__ import annotations
+
+import os
+import queue
+import threading
+import time
+
+import numpy as np
+import zmq
+
+from broker.protocol import (
+    PROTOCOL_VERSION,
+    Audio,
+    Codec,
+    Done,
+    Heartbeat,
+    Job,
+    Ready,
+    Register,
+    Span,
+)
+from broker.settings import BrokerSettings
+from broker.sockets import make_socket
+from engine.metrics import Metrics
+
+
+class ScriptedSlot:
+    """A slot's two workers as one object: both heartbeat from a thread until `silence()`.
+
+    Messages the broker sends to the T3 side (jobs, cancels) land in `inbox`.
+    """
+
+    def __init__(self, settings: BrokerSettings, name: str, capacity: int = 1) -> None:
+        self.settings = settings
+        self.name = name
+        self.capacity = capacity
+        self.inbox: queue.Queue[object] = queue.Queue()
+        self.s3gen_inbox: queue.Queue[object] = queue.Queue()
+        self.registers = 0
+        self._ctx = zmq.Context()
+        self._beating = threading.Event()
+        self._beating.set()
+        self._stop = threading.Event()
+        self._out: queue.Queue[tuple[str, object, bytes | None]] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _ready(self, role: str) -> Ready:
+        return Ready(
+            version=PROTOCOL_VERSION, role=role, slot=self.name, capacity=self.capacity, device="test",
+            weights="random", pid=os.getpid(),
+        )  # fmt: skip
+
+    def _run(self) -> None:
+        codec = Codec()
+        s = self.settings
+        t3 = make_socket(self._ctx, zmq.DEALER, identity=f"{self.name}/t3".encode())
+        s3 = make_socket(self._ctx, zmq.DEALER, identity=f"{self.name}/s3gen".encode())
+        pub = make_socket(self._ctx, zmq.PUB)
+        for sock in (t3, s3):
+            sock.connect(s.connect(s.backend_port))
+        pub.connect(s.connect(s.results_in_port))
+        t3.send(codec.encode(self._ready("t3"))[0])
+        s3.send(codec.encode(self._ready("s3gen"))[0])
+        beat = codec.encode(Heartbeat())[0]
+        next_beat = 0.0
+        while not self._stop.is_set():
+            for sock, role, inbox in ((t3, "t3", self.inbox), (s3, "s3gen", self.s3gen_inbox)):
+                while sock.poll(0):
+                    msg, _ = codec.decode(sock.recv_multipart())
+                    if isinstance(msg, Register):
+                        self.registers += 1
+                        if self._beating.is_set():
+                            sock.send(codec.encode(self._ready(role))[0])
+                    elif not isinstance(msg, Heartbeat):
+                        inbox.put(msg)
+            while not self._out.empty():
+                topic, msg, frame = self._out.get()
+                pub.send_multipart([topic.encode(), *codec.encode(msg, *([frame] if frame else []))])
+            if self._beating.is_set() and time.monotonic() >= next_beat:
+                t3.send(beat)
+                s3.send(beat)
+                next_beat = time.monotonic() + s.heartbeat_interval / 2
+            time.sleep(0.01)
+        for sock in (t3, s3, pub):
+            sock.close(linger=100)
+
+    # -- driving ------------------------------------------------------------------------------------
+
+    def next_job(self, timeout: float = 5.0) -> Job:
+        deadline = time.monotonic() + timeout
+        while True:
+            msg = self.inbox.get(timeout=max(0.0, deadline - time.monotonic()))
+            if isinstance(msg, Job):
+                return msg
+
+    def audio(self, job: Job, seq: int, final: bool = False, samples: int = 960) -> None:
+        metrics = Metrics(weights="random", chunks=seq, audio_seconds=seq * samples / 24000)
+        msg = Audio(
+            job=job.job, attempt=job.attempt, slot=self.name, seq=seq, final=final, tokens=1, sample_rate=24000,
+            metrics=metrics, t3_span=Span(0, 0), s3gen_span=Span(0, 0),
+        )  # fmt: skip
+        self._out.put((job.client, msg, np.zeros(samples, np.float32).tobytes()))
+
+    def done(self, job: Job, chunks: int) -> None:
+        metrics = Metrics(weights="random", chunks=chunks, audio_seconds=chunks * 960 / 24000)
+        self._out.put(
+            (job.client, Done(job=job.job, attempt=job.attempt, slot=self.name, chunks=chunks, metrics=metrics), None)
+        )
+
+    def finish(self, job: Job, chunks: int = 2) -> None:
+        for seq in range(1, chunks + 1):
+            self.audio(job, seq, final=seq == chunks)
+        self.done(job, chunks)
+
+    def silence(self) -> None:
+        """Stop heartbeating (as a hung or killed worker would) but keep the sockets."""
+        self._beating.clear()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+        self._ctx.term()

@@ -1,0 +1,274 @@
+"""The broker process with scripted workers and the real client: dispatch, liveness, faults, stats."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from bench.stack import Proc, broker_env, broker_settings, wait_for
+from broker.client import Client, JobError
+from broker.protocol import Cancel, Job
+from broker.settings import BrokerSettings
+from tests.broker.scripted import ScriptedSlot
+
+
+@pytest.fixture
+def settings() -> BrokerSettings:
+    # Short heartbeats keep expiry tests quick; max_queue 2 makes `busy` easy to reach.
+    return broker_settings(heartbeat_interval=0.1, heartbeat_liveness=5, max_queue=2, queue_timeout=3.0)
+
+
+@pytest.fixture
+def broker(settings: BrokerSettings, tmp_path: Path):
+    proc = Proc(["-m", "broker"], broker_env(settings), tmp_path / "broker.log")
+    yield proc
+    proc.stop()
+    print(proc.text()[-3000:])
+
+
+@pytest.fixture
+def client(settings: BrokerSettings, broker: Proc):
+    with Client(settings, chunk_timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+def slots(settings: BrokerSettings):
+    made: list[ScriptedSlot] = []
+
+    def make(name: str, capacity: int = 1) -> ScriptedSlot:
+        made.append(ScriptedSlot(settings, name, capacity))
+        return made[-1]
+
+    yield make
+    for slot in made:
+        slot.close()
+
+
+def live_slots(client: Client) -> dict[str, object]:
+    return {s.name: s for s in client.stats().slots if s.live}
+
+
+def start_job(client: Client, text: str = "hello", **kwargs) -> tuple[threading.Thread, dict]:
+    """Consume one stream in a thread; the dict gets 'chunks' and 'error' as it goes."""
+    result: dict = {"chunks": [], "error": None, "ended_at": None}
+
+    def run() -> None:
+        try:
+            for chunk in client.stream(text, **kwargs):
+                result["chunks"].append(chunk)
+        except JobError as exc:
+            result["error"] = exc
+        result["ended_at"] = time.monotonic()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+def test_job_round_trip_and_stats(client: Client, slots) -> None:
+    a = slots("a")
+    wait_for(lambda: "a" in live_slots(client), 5, "slot a live")
+    thread, result = start_job(client, "hello", temperature=0.7)
+    job = a.next_job()
+    assert job.text == "hello" and job.params.temperature == 0.7 and job.attempt == 1
+    a.finish(job, chunks=3)
+    thread.join(5)
+    assert result["error"] is None
+    assert [c.seq for c in result["chunks"]] == [1, 2, 3] and result["chunks"][-1].final
+    stats = client.stats()
+    (slot,) = stats.slots
+    assert (slot.completed, slot.in_flight, slot.failed) == (1, 0, 0)
+    assert slot.mean_first_chunk_latency is not None and slot.mean_rtf is not None
+    assert (stats.submitted, stats.completed) == (1, 1)
+
+
+def test_least_loaded_dispatch_uses_capacity(client: Client, slots) -> None:
+    big, small = slots("big", capacity=3), slots("small", capacity=1)
+    wait_for(lambda: len(live_slots(client)) == 2, 5, "two live slots")
+    running = [start_job(client, f"job {i}") for i in range(4)]
+    jobs = {"big": [], "small": []}
+    for _ in range(4):
+        for name, slot in (("big", big), ("small", small)):
+            try:
+                jobs[name].append(slot.next_job(timeout=0.5))
+            except Exception:
+                pass
+        if sum(map(len, jobs.values())) == 4:
+            break
+    # Load = in flight / capacity: 3/3 and 1/1 fill both exactly; round robin would give 2 and 2.
+    assert (len(jobs["big"]), len(jobs["small"])) == (3, 1)
+    stats = {s.name: s for s in client.stats().slots}
+    assert (stats["big"].in_flight, stats["small"].in_flight) == (3, 1)
+    for name, slot in (("big", big), ("small", small)):
+        for job in jobs[name]:
+            slot.finish(job)
+    for thread, result in running:
+        thread.join(5)
+        assert result["error"] is None
+
+
+def test_busy_when_slots_and_queue_are_full(client: Client, slots) -> None:
+    a = slots("a")
+    wait_for(lambda: "a" in live_slots(client), 5, "slot a live")
+    held = [start_job(client, f"job {i}") for i in range(3)]  # one running, two queued (max_queue 2)
+    first = a.next_job()
+    wait_for(lambda: client.stats().queue_depth == 2, 5, "two queued")
+    with pytest.raises(JobError) as err:
+        list(client.stream("one too many"))
+    assert err.value.code == "busy" and err.value.retryable
+    assert client.stats().rejected_busy == 1
+    a.finish(first)
+    for _ in range(2):
+        a.finish(a.next_job())
+    for thread, result in held:
+        thread.join(5)
+        assert result["error"] is None and result["chunks"]
+
+
+def take_any(*slots: ScriptedSlot) -> tuple[ScriptedSlot, Job]:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        for slot in slots:
+            if not slot.inbox.empty():
+                return slot, slot.next_job()
+        time.sleep(0.02)
+    raise AssertionError("no slot got the job")
+
+
+def test_expiry_redispatches_a_job_that_sent_no_audio(client: Client, slots, settings: BrokerSettings) -> None:
+    a, b = slots("a"), slots("b")
+    wait_for(lambda: len(live_slots(client)) == 2, 5, "two live slots")
+    thread, result = start_job(client)
+    dead, job = take_any(a, b)
+    other = b if dead is a else a
+    silenced = time.monotonic()
+    dead.silence()
+    retry = other.next_job(timeout=settings.expiry + 3)
+    assert retry.job == job.job and retry.attempt == 2
+    assert time.monotonic() - silenced < settings.expiry + 1.5
+    assert dead.name not in live_slots(client)
+    dead.audio(job, 1)  # a late chunk from the superseded attempt must not reach the client
+    other.finish(retry)
+    thread.join(5)
+    assert result["error"] is None
+    assert {c.slot for c in result["chunks"]} == {other.name} and len(result["chunks"]) == 2
+
+
+def test_worker_lost_after_audio_is_an_error_and_other_slots_are_untouched(
+    client: Client, slots, settings: BrokerSettings
+) -> None:
+    a, b = slots("a"), slots("b")
+    wait_for(lambda: len(live_slots(client)) == 2, 5, "two live slots")
+    t1, r1 = start_job(client, "one")
+    t2, r2 = start_job(client, "two")
+    s1, j1 = take_any(a, b)
+    s2, j2 = take_any(a, b)
+    assert s1 is not s2
+    for slot, job in ((s1, j1), (s2, j2)):
+        slot.audio(job, 1)
+    wait_for(lambda: r1["chunks"] and r2["chunks"], 5, "first chunks")
+    victim, victim_result = (s1, r1) if j1.text == "one" else (s2, r2)
+    survivor = s2 if victim is s1 else s1
+    silenced = time.monotonic()
+    victim.silence()
+    wait_for(lambda: victim_result["error"] is not None, settings.expiry + 3, "worker_lost")
+    assert victim_result["error"].code == "worker_lost"
+    assert victim_result["ended_at"] - silenced < 3.0
+    # The surviving worker of the dead slot is told to drop the job.
+    assert any(isinstance(m, Cancel) for m in list(victim.s3gen_inbox.queue))
+    other_job = j2 if survivor is s2 else j1
+    survivor.audio(other_job, 2, final=True)
+    survivor.done(other_job, 2)
+    for thread in (t1, t2):
+        thread.join(5)
+    other_result = r2 if victim_result is r1 else r1
+    assert other_result["error"] is None and len(other_result["chunks"]) == 2
+    assert {s.name: s.failed for s in client.stats().slots}[victim.name] == 1
+
+
+def test_cancel_reaches_the_worker_and_frees_the_slot(client: Client, slots) -> None:
+    a = slots("a")
+    wait_for(lambda: "a" in live_slots(client), 5, "slot a live")
+    stream = client.stream("to be cancelled")
+    thread = threading.Thread(target=lambda: next(stream, None), daemon=True)
+    thread.start()
+    job = a.next_job()
+    a.audio(job, 1)
+    thread.join(5)
+    stream.close()  # leaving the loop early cancels
+    cancel = a.inbox.get(timeout=5)
+    assert isinstance(cancel, Cancel) and cancel.job == job.job
+    wait_for(lambda: client.stats().slots[0].in_flight == 0, 5, "slot freed")
+    t, r = start_job(client, "next")
+    a.finish(a.next_job())
+    t.join(5)
+    assert r["error"] is None
+
+
+def test_client_that_dies_cancels_its_jobs(settings: BrokerSettings, broker: Proc, slots, tmp_path: Path) -> None:
+    a = slots("a")
+    with Client(settings) as watcher:
+        wait_for(lambda: "a" in live_slots(watcher), 5, "slot a live")
+        # A separate client process, killed with no chance to say goodbye: the broker sees its
+        # subscription vanish and cancels its job.
+        leaver = Proc(
+            ["-m", "broker.client", "abandoned", "-o", str(tmp_path / "x.wav")],
+            broker_env(settings),
+            tmp_path / "c.log",
+        )
+        job = a.next_job(timeout=15)
+        leaver.kill()
+        cancel = a.inbox.get(timeout=5)
+        assert isinstance(cancel, Cancel) and cancel.job == job.job
+        wait_for(lambda: watcher.stats().slots[0].in_flight == 0, 5, "slot freed")
+
+
+def test_sequence_gap_ends_the_job_with_an_error(client: Client, slots) -> None:
+    a = slots("a")
+    wait_for(lambda: "a" in live_slots(client), 5, "slot a live")
+    thread, result = start_job(client)
+    job = a.next_job()
+    a.audio(job, 1)
+    a.audio(job, 3)  # chunk 2 lost
+    thread.join(5)
+    assert result["error"] is not None and result["error"].code == "gap"
+    assert len(result["chunks"]) == 1
+
+
+def test_bad_parameters_and_queue_timeout(client: Client, slots, settings: BrokerSettings) -> None:
+    with pytest.raises(JobError) as err:
+        list(client.stream("hi", temperature=99.0))
+    assert err.value.code == "invalid_input" and err.value.field == "temperature"
+    # No live slot: the job waits, then ends with `timeout` instead of hanging.
+    started = time.monotonic()
+    with pytest.raises(JobError) as err:
+        list(client.stream("nobody home"))
+    assert err.value.code == "timeout"
+    assert settings.queue_timeout - 0.5 < time.monotonic() - started < settings.queue_timeout + 2
+
+
+def test_broker_restart(settings: BrokerSettings, broker: Proc, slots) -> None:
+    a = slots("a")
+    with Client(settings, chunk_timeout=10) as client:
+        wait_for(lambda: "a" in live_slots(client), 5, "slot a live")
+        thread, result = start_job(client)
+        job = a.next_job()
+        a.audio(job, 1)
+        wait_for(lambda: result["chunks"], 5, "first chunk")
+        broker.kill()
+        killed = time.monotonic()
+        thread.join(settings.expiry + 5)
+        assert result["error"] is not None and result["error"].code == "broker_lost"
+        assert result["ended_at"] - killed < settings.expiry + 2
+        broker.start()
+        # The scripted workers are asked to register again; the client reconnects by itself.
+        wait_for(lambda: a.registers >= 1, 10, "register request")
+        wait_for(lambda: "a" in live_slots(client), 10, "slot a live again")
+        thread, result = start_job(client, "after restart")
+        a.finish(a.next_job())
+        thread.join(5)
+        assert result["error"] is None and len(result["chunks"]) == 2
