@@ -1,0 +1,60 @@
+"""What both worker entry points share: arguments, logging, signals, settings."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+
+import msgspec
+import zmq
+
+from broker.protocol import Role
+from broker.settings import BrokerSettings
+from engine.settings import EngineSettings, WorkerSettings
+
+
+class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    engine: EngineSettings
+    worker: WorkerSettings
+    broker: BrokerSettings
+
+
+def parse(role: str, argv: list[str] | None, doc: str | None) -> WorkerConfig:
+    p = argparse.ArgumentParser(prog=f"python -m engine.{role}_worker", description=doc)
+    p.add_argument("--slot", help="slot name, shared by the slot's T3 and S3Gen workers (default cpu0)")
+    p.add_argument("--device", help="cuda:N or cpu (default CHATTERBOX_DEVICE, else cpu)")
+    p.add_argument("--pipe", help="the slot's T3 → S3Gen endpoint (default an ipc socket named after the slot)")
+    p.add_argument("--capacity", type=int, help="jobs the slot takes at once (default 1)")
+    p.add_argument("--broker-host", help="where the broker runs (default 127.0.0.1)")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {role}: %(message)s")
+    return WorkerConfig(
+        engine=EngineSettings.from_env(device=args.device),
+        worker=WorkerSettings.from_env(slot=args.slot, pipe=args.pipe, capacity=args.capacity),
+        broker=BrokerSettings.from_env(host=args.broker_host),
+    )
+
+
+def stop_event() -> threading.Event:
+    """Set on SIGTERM or SIGINT; the loop finishes its current step and exits."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    return stop
+
+
+def run_worker(role: Role, worker_class, argv: list[str] | None, doc: str | None) -> int:
+    """Parse settings, load this role's half of the model, run the worker loop until a signal."""
+    config = parse(role, argv, doc)
+    stop = stop_event()
+    from engine.synthesizer import Engine  # torch loads here, after arguments are known to be good
+
+    engine = Engine(config.engine, role=role)
+    ctx = zmq.Context()
+    try:
+        worker_class(config, engine, ctx, stop).run()
+    finally:
+        ctx.destroy(linger=200)
+    return 0
