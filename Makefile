@@ -2,7 +2,10 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo test lint fmt clean
+.PHONY: demo serve test lint fmt clean
+STACK := . deploy/stack-env.sh &&
+SUPERVISORD := .venv/bin/supervisord -c supervisord.conf
+SUPERVISORCTL := .venv/bin/supervisorctl -c supervisord.conf
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -10,9 +13,18 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# Start the stack under supervisord, stream one sentence through the ZeroMQ client, stop the stack.
 demo: $(STAMP)
-	$(PY) -m engine.say "Hello! This is Chatterbox, streaming speech as it is generated." \
-		-o out/demo.wav --stream --max-new-tokens 125
+	$(STACK) $(PY) -m engine.checkpoint
+	$(STACK) $(SUPERVISORD)
+	$(STACK) $(PY) -m broker.client --wait 600 --max-new-tokens 125 -o out/demo.wav \
+		"Hello! This is Chatterbox, streaming speech as it is generated."; \
+		rc=$$?; $(SUPERVISORCTL) shutdown >/dev/null; exit $$rc
+
+# The stack in the foreground; Ctrl-C stops it. Logs under logs/.
+serve: $(STAMP)
+	$(STACK) $(PY) -m engine.checkpoint
+	$(STACK) $(SUPERVISORD) -n
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -24,4 +36,4 @@ lint: $(STAMP)
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf .venv out .pytest_cache
+	rm -rf .venv out logs .pytest_cache
