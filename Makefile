@@ -24,6 +24,7 @@ demo: $(STAMP)
 # The stack in the foreground; Ctrl-C stops it. Logs under logs/.
 serve: $(STAMP)
 	$(STACK) $(PY) -m engine.checkpoint
+	@echo "gateway: http://127.0.0.1:$${CHATTERBOX_GATEWAY_PORT:-6095}  (logs in logs/; Ctrl-C stops the stack)"
 	$(STACK) $(SUPERVISORD) -n
 
 test: $(STAMP)

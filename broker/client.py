@@ -118,6 +118,7 @@ class AsyncClient:
         self._jobs: dict[str, _Channel] = {}
         self._stats: deque[asyncio.Future[Stats]] = deque()
         self._tasks: list[asyncio.Task] = []
+        self._background: set[asyncio.Task] = set()
         self._epoch = ""
         self._last_pong = 0.0
         self._subscribed = asyncio.Event()
@@ -156,6 +157,8 @@ class AsyncClient:
     async def close(self) -> None:
         for job in list(self._jobs):
             await self.cancel(job)
+        if self._background:
+            await asyncio.wait(self._background, timeout=1.0)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -171,7 +174,7 @@ class AsyncClient:
 
     # -- jobs ---------------------------------------------------------------------------------------
 
-    async def stream(
+    async def open(
         self,
         text: str,
         *,
@@ -180,7 +183,8 @@ class AsyncClient:
         params: SynthesisParams | None = None,
         **overrides: object,
     ) -> AsyncIterator[Chunk]:
-        """Audio chunks in order as they are produced. Leaving the loop early cancels the job."""
+        """Submit and wait for the broker's answer: raises JobError at once for `busy` or bad input,
+        else returns the job's chunks as an async generator (close it to cancel the job)."""
         params = msgspec.structs.replace(params or SynthesisParams(), **overrides)
         job = uuid.uuid4().hex
         channel = _Channel()
@@ -189,15 +193,39 @@ class AsyncClient:
         bulk = [reference] if reference else []
         submit.has_reference = bool(bulk)
         started = time.monotonic()
-        ended = False
         try:
             await self._send(submit, *bulk)
+            msg, _ = await self._next(channel)
+        except BaseException:
+            self._jobs.pop(job, None)
+            await self.cancel(job)
+            raise
+        if isinstance(msg, Error):
+            self._jobs.pop(job, None)
+            raise JobError(msg.code, msg.message, msg.field, msg.retryable)
+        if not isinstance(msg, Accepted):
+            channel.queue.put_nowait((msg, _))  # a result overtook the acceptance; keep it
+        return self._chunks(job, channel, started)
+
+    async def stream(self, text: str, **kwargs: object) -> AsyncIterator[Chunk]:
+        """Audio chunks in order as they are produced. Leaving the loop early cancels the job."""
+        chunks = await self.open(text, **kwargs)
+        async with contextlib.aclosing(chunks):
+            async for chunk in chunks:
+                yield chunk
+
+    async def _next(self, channel: _Channel) -> tuple[object, list]:
+        try:
+            return await asyncio.wait_for(channel.queue.get(), self.chunk_timeout)
+        except TimeoutError:
+            raise JobError("timeout", f"nothing from the server for {self.chunk_timeout:g} s") from None
+
+    async def _chunks(self, job: str, channel: _Channel, started: float) -> AsyncIterator[Chunk]:
+        ended = False
+        try:
             expected, attempt = 1, None
             while True:
-                try:
-                    msg, frames = await asyncio.wait_for(channel.queue.get(), self.chunk_timeout)
-                except TimeoutError:
-                    raise JobError("timeout", f"nothing from the server for {self.chunk_timeout:g} s") from None
+                msg, frames = await self._next(channel)
                 if isinstance(msg, Accepted):
                     continue
                 if isinstance(msg, Error):
@@ -228,7 +256,9 @@ class AsyncClient:
         finally:
             self._jobs.pop(job, None)
             if not ended:
-                await self.cancel(job)
+                # Not awaited here: when the consumer is being cancelled (an HTTP client went away),
+                # an await in this finally would be cancelled too and the job would run on for no one.
+                self._cancel_soon(job)
 
     async def synthesize(self, text: str, **kwargs: object) -> tuple[np.ndarray, Summary]:
         """The whole waveform (float32, 24 kHz). Streams underneath unless `regular=True`."""
@@ -257,6 +287,11 @@ class AsyncClient:
             weights=last.metrics.weights,
         )
         return wav, summary
+
+    def _cancel_soon(self, job: str) -> None:
+        task = asyncio.get_running_loop().create_task(self.cancel(job))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def cancel(self, job: str) -> None:
         with contextlib.suppress(zmq.ZMQError):

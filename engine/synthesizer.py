@@ -18,11 +18,12 @@ from engine.checkpoint import resolve
 from engine.errors import CheckpointError
 from engine.metrics import Metrics
 from engine.params import SynthesisParams
+from engine.reference import decode_reference
 from engine.s3gen_stream import S3GenStream
 from engine.settings import EngineSettings
 from engine.t3_stream import T3Streamer, TokenChunk
 from engine.text import check_text, split_pieces
-from engine.voices import VoiceCache, conditionals_from_wav, decode_reference, with_exaggeration
+from engine.voices import VoiceCache, conditionals_from_wav, with_exaggeration
 from engine.watermark import Watermarker
 
 log = logging.getLogger(__name__)

@@ -32,8 +32,12 @@ class ScriptedSlot:
     Messages the broker sends to the T3 side (jobs, cancels) land in `inbox`.
     """
 
-    def __init__(self, settings: BrokerSettings, name: str, capacity: int = 1) -> None:
+    def __init__(self, settings: BrokerSettings, name: str, capacity: int = 1, auto_chunks: int = 0) -> None:
+        """With `auto_chunks`, each job is answered at once with that many 0.1 s chunks and `done`,
+        unless its text contains "hold" (then the test drives it)."""
         self.settings = settings
+        self.auto_chunks = auto_chunks
+        self.answered: list[Job] = []  # jobs answered automatically
         self.name = name
         self.capacity = capacity
         self.inbox: queue.Queue[object] = queue.Queue()
@@ -74,6 +78,9 @@ class ScriptedSlot:
                         self.registers += 1
                         if self._beating.is_set():
                             sock.send(codec.encode(self._ready(role))[0])
+                    elif isinstance(msg, Job) and self.auto_chunks and "hold" not in msg.text:
+                        self.answered.append(msg)
+                        self.finish(msg, self.auto_chunks, samples=2400)
                     elif not isinstance(msg, Heartbeat):
                         inbox.put(msg)
             while not self._out.empty():
@@ -102,18 +109,19 @@ class ScriptedSlot:
             job=job.job, attempt=job.attempt, slot=self.name, seq=seq, final=final, tokens=1, sample_rate=24000,
             metrics=metrics, t3_span=Span(0, 0), s3gen_span=Span(0, 0),
         )  # fmt: skip
-        self._out.put((job.client, msg, np.zeros(samples, np.float32).tobytes()))
+        tone = 0.3 * np.sin(np.arange(samples, dtype=np.float32) * 0.05).astype(np.float32)
+        self._out.put((job.client, msg, tone.tobytes()))
 
-    def done(self, job: Job, chunks: int) -> None:
-        metrics = Metrics(weights="random", chunks=chunks, audio_seconds=chunks * 960 / 24000)
+    def done(self, job: Job, chunks: int, samples: int = 960) -> None:
+        metrics = Metrics(weights="random", chunks=chunks, audio_seconds=chunks * samples / 24000)
         self._out.put(
             (job.client, Done(job=job.job, attempt=job.attempt, slot=self.name, chunks=chunks, metrics=metrics), None)
         )
 
-    def finish(self, job: Job, chunks: int = 2) -> None:
+    def finish(self, job: Job, chunks: int = 2, samples: int = 960) -> None:
         for seq in range(1, chunks + 1):
-            self.audio(job, seq, final=seq == chunks)
-        self.done(job, chunks)
+            self.audio(job, seq, final=seq == chunks, samples=samples)
+        self.done(job, chunks, samples)
 
     def silence(self) -> None:
         """Stop heartbeating (as a hung or killed worker would) but keep the sockets."""
