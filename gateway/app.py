@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -131,6 +131,19 @@ async def with_keepalive(chunks: AsyncIterator[Chunk], every: float) -> AsyncIte
         await chunks.aclose()
 
 
+@contextlib.contextmanager
+def serving(svc: Services) -> Iterator[None]:
+    """One job being served: counted in flight, and its JobError (re-raised) counted by code."""
+    svc.metrics.in_flight.inc()
+    try:
+        yield
+    except JobError as exc:
+        svc.metrics.errors.labels(exc.code).inc()
+        raise
+    finally:
+        svc.metrics.in_flight.dec()
+
+
 async def open_job(svc: Services, req: SynthesisRequest, endpoint: str, regular: bool = False):
     svc.metrics.requests.labels(endpoint).inc()
     reference = await resolve_voice(svc, req)
@@ -155,31 +168,28 @@ async def synthesize_stream(request: Request, svc: Services) -> ServerSentEvent:
 async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterator[ServerSentEventMessage]:
     started = time.monotonic()
     count, seconds, first = 0, 0.0, None
-    svc.metrics.in_flight.inc()
     try:
-        async for chunk in with_keepalive(chunks, svc.settings.keepalive_seconds):
-            if chunk is None:
-                yield ServerSentEventMessage(comment="keep-alive")
-                continue
-            count += 1
-            seconds += len(chunk.pcm) / chunk.sample_rate
-            if first is None and len(chunk.pcm):
-                first = time.monotonic() - started
-                svc.metrics.first_chunk.observe(first)
-            metrics = chunk_metrics(chunk, started, seconds, count) | {"first_chunk_latency": first}
-            data = {"chunk_id": count, "audio_chunk": audio.wav_base64(chunk.pcm), "sample_rate": chunk.sample_rate}
-            data["metrics"] = metrics
-            yield ServerSentEventMessage(event="audio_chunk", data=json.dumps(data), id=str(count))
+        with serving(svc):
+            async for chunk in with_keepalive(chunks, svc.settings.keepalive_seconds):
+                if chunk is None:
+                    yield ServerSentEventMessage(comment="keep-alive")
+                    continue
+                count += 1
+                seconds += len(chunk.pcm) / chunk.sample_rate
+                if first is None and len(chunk.pcm):
+                    first = time.monotonic() - started
+                    svc.metrics.first_chunk.observe(first)
+                metrics = chunk_metrics(chunk, started, seconds, count) | {"first_chunk_latency": first}
+                data = {"chunk_id": count, "audio_chunk": audio.wav_base64(chunk.pcm), "sample_rate": chunk.sample_rate}
+                data["metrics"] = metrics
+                yield ServerSentEventMessage(event="audio_chunk", data=json.dumps(data), id=str(count))
         if seconds:
             svc.metrics.rtf.observe((time.monotonic() - started) / seconds)
         done = {"message": "Streaming complete", "total_chunks": count}
         yield ServerSentEventMessage(event="done", data=json.dumps(done), id=str(count + 1))
     except JobError as exc:
-        svc.metrics.errors.labels(exc.code).inc()
         body = {"error": exc.message, "code": exc.code}
         yield ServerSentEventMessage(event="error", data=json.dumps(body), id=str(count + 1))
-    finally:
-        svc.metrics.in_flight.dec()
 
 
 @post("/synthesize", status_code=200)
@@ -194,18 +204,12 @@ async def synthesize(request: Request, svc: Services) -> Response:
 
 async def collect(svc: Services, chunks: AsyncIterator[Chunk]) -> tuple[np.ndarray, float | None]:
     started, first, parts = time.monotonic(), None, []
-    svc.metrics.in_flight.inc()
-    try:
+    with serving(svc):
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
                 if first is None and len(chunk.pcm):
                     first = time.monotonic() - started
                 parts.append(chunk.pcm)
-    except JobError as exc:
-        svc.metrics.errors.labels(exc.code).inc()
-        raise
-    finally:
-        svc.metrics.in_flight.dec()
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), first
 
 
@@ -253,31 +257,26 @@ async def audio_bytes(svc: Services, chunks: AsyncIterator[Chunk], fmt: str) -> 
     """PCM16 as produced; for wav, first a streaming header (sizes unknown, so set to the maximum)."""
     if fmt == "wav":
         yield audio.streaming_wav_header()
-    svc.metrics.in_flight.inc()
     try:
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                yield audio.pcm16(chunk.pcm)
+        with serving(svc):
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    yield audio.pcm16(chunk.pcm)
     except JobError as exc:
         # Headers are gone; ending the body early is all HTTP allows. The log says why.
-        svc.metrics.errors.labels(exc.code).inc()
         log.warning("speech stream failed mid-way: %s", exc)
-    finally:
-        svc.metrics.in_flight.dec()
 
 
 async def openai_sse(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterator[ServerSentEventMessage]:
-    samples = 0
     try:
-        async with contextlib.aclosing(chunks):
-            async for chunk in chunks:
-                samples += len(chunk.pcm)
-                delta = {"type": "speech.audio.delta", "audio": base64.b64encode(audio.pcm16(chunk.pcm)).decode()}
-                yield ServerSentEventMessage(data=json.dumps(delta))
+        with serving(svc):
+            async with contextlib.aclosing(chunks):
+                async for chunk in chunks:
+                    delta = {"type": "speech.audio.delta", "audio": base64.b64encode(audio.pcm16(chunk.pcm)).decode()}
+                    yield ServerSentEventMessage(data=json.dumps(delta))
         done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
         yield ServerSentEventMessage(data=json.dumps(done))
     except JobError as exc:
-        svc.metrics.errors.labels(exc.code).inc()
         yield ServerSentEventMessage(event="error", data=json.dumps({"error": exc.message, "code": exc.code}))
 
 
