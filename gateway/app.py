@@ -13,7 +13,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromPath
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 from litestar.static_files import create_static_files_router
 
@@ -33,32 +34,14 @@ from broker.client import AsyncClient, Chunk, JobError
 from broker.settings import BrokerSettings
 from engine.errors import InvalidInput
 from gateway import audio
-from gateway.metrics import GatewayMetrics
-from gateway.requests import SynthesisRequest, read_fields, synthesis_request
+from gateway.jobs import STATUS_BY_CODE, Services, Svc, chunk_metrics, open_job, serving, watch
+from gateway.requests import read_fields, synthesis_request
 from gateway.settings import GatewaySettings
 from gateway.voices import VoiceNotFound, VoiceStore
+from gateway.ws import ws_synthesize
 
 log = logging.getLogger(__name__)
 OPENAI_MODELS = ("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-# OpenAI's built-in voice names all mean the checkpoint's built-in voice here.
-OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
-STATUS_BY_CODE = {
-    "invalid_input": 422,
-    "busy": 503,
-    "timeout": 504,
-    "worker_lost": 503,
-    "broker_lost": 503,
-    "cancelled": 499,
-}
-
-
-class Services:
-    def __init__(self, settings: GatewaySettings, client: AsyncClient, voices: VoiceStore) -> None:
-        self.settings = settings
-        self.client = client
-        self.voices = voices
-        self.metrics = GatewayMetrics()
-        self.weights = "unknown"
 
 
 def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
@@ -85,80 +68,11 @@ def voice_not_found_handler(_: Request, exc: VoiceNotFound) -> Response:
     return error_response(404, {"error": f"unknown voice {exc.args[0]!r}", "field": "voice"})
 
 
-async def resolve_voice(svc: Services, req: SynthesisRequest) -> bytes | None:
-    """Uploaded audio wins; else a stored voice by name or id; else the built-in voice (None)."""
-    if req.reference is not None:
-        await asyncio.to_thread(svc.voices.validate, req.reference)
-        return req.reference
-    if req.voice and req.voice not in ("default", *OPENAI_VOICES):
-        return svc.voices.audio(req.voice)
-    return None
-
-
-def chunk_metrics(chunk: Chunk, started: float, audio_seconds: float, count: int) -> dict[str, Any]:
-    elapsed = time.monotonic() - started
-    return {
-        "first_chunk_latency": None,  # filled by the caller
-        "total_latency": round(elapsed, 4),
-        "rtf": round(elapsed / audio_seconds, 4) if audio_seconds else None,
-        "total_audio_duration": round(audio_seconds, 4),
-        "chunks_generated": count,
-        "weights": chunk.metrics.weights,
-        "slot": chunk.slot,
-    }
-
-
-async def with_keepalive(chunks: AsyncIterator[Chunk], every: float) -> AsyncIterator[Chunk | None]:
-    """The chunks, with None whenever `every` seconds pass without one (for SSE keep-alive comments)."""
-    pending: asyncio.Task | None = None
-    try:
-        while True:
-            pending = pending or asyncio.ensure_future(anext(chunks))
-            done, _ = await asyncio.wait({pending}, timeout=every)
-            if not done:
-                yield None
-                continue
-            task, pending = pending, None
-            try:
-                yield task.result()
-            except StopAsyncIteration:
-                return
-    finally:
-        if pending is not None:
-            pending.cancel()
-            with contextlib.suppress(BaseException):
-                await pending
-        await chunks.aclose()
-
-
-@contextlib.contextmanager
-def serving(svc: Services) -> Iterator[None]:
-    """One job being served: counted in flight, and its JobError (re-raised) counted by code."""
-    svc.metrics.in_flight.inc()
-    try:
-        yield
-    except JobError as exc:
-        svc.metrics.errors.labels(exc.code).inc()
-        raise
-    finally:
-        svc.metrics.in_flight.dec()
-
-
-async def open_job(svc: Services, req: SynthesisRequest, endpoint: str, regular: bool = False):
-    svc.metrics.requests.labels(endpoint).inc()
-    reference = await resolve_voice(svc, req)
-    try:
-        return await svc.client.open(req.text, params=req.params, reference=reference, regular=regular)
-    except JobError as exc:
-        svc.metrics.errors.labels(exc.code).inc()
-        raise
-
-
 # -- routes ---------------------------------------------------------------------------------------------
 
 
 @post("/synthesize-stream", status_code=200)
-async def synthesize_stream(request: Request, svc: Services) -> ServerSentEvent:
+async def synthesize_stream(request: Request, svc: Svc) -> ServerSentEvent:
     """The seed's contract: `audio_chunk` events (base64 WAV per chunk, metrics), then `done` or `error`."""
     req = synthesis_request(await read_fields(request), svc.settings.max_text_chars)
     chunks = await open_job(svc, req, "synthesize-stream")
@@ -170,7 +84,7 @@ async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterat
     count, seconds, first = 0, 0.0, None
     try:
         with serving(svc):
-            async for chunk in with_keepalive(chunks, svc.settings.keepalive_seconds):
+            async for chunk in watch(chunks, every=svc.settings.keepalive_seconds):
                 if chunk is None:
                     yield ServerSentEventMessage(comment="keep-alive")
                     continue
@@ -179,9 +93,8 @@ async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterat
                 if first is None and len(chunk.pcm):
                     first = time.monotonic() - started
                     svc.metrics.first_chunk.observe(first)
-                metrics = chunk_metrics(chunk, started, seconds, count) | {"first_chunk_latency": first}
                 data = {"chunk_id": count, "audio_chunk": audio.wav_base64(chunk.pcm), "sample_rate": chunk.sample_rate}
-                data["metrics"] = metrics
+                data["metrics"] = chunk_metrics(chunk, started, first, seconds, count)
                 yield ServerSentEventMessage(event="audio_chunk", data=json.dumps(data), id=str(count))
         if seconds:
             svc.metrics.rtf.observe((time.monotonic() - started) / seconds)
@@ -193,7 +106,7 @@ async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterat
 
 
 @post("/synthesize", status_code=200)
-async def synthesize(request: Request, svc: Services) -> Response:
+async def synthesize(request: Request, svc: Svc) -> Response:
     """Regular synthesis: the whole utterance as one WAV."""
     req = synthesis_request(await read_fields(request), svc.settings.max_text_chars)
     chunks = await open_job(svc, req, "synthesize", regular=True)
@@ -224,7 +137,7 @@ class SpeechRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
 
 
 @post("/v1/audio/speech", status_code=200)
-async def openai_speech(request: Request, svc: Services) -> Response | Stream | ServerSentEvent:
+async def openai_speech(request: Request, svc: Svc) -> Response | Stream | ServerSentEvent:
     """OpenAI-compatible speech. `stream_format: audio` streams pcm/wav bytes as produced (other formats
     are encoded once at the end); `sse` sends `speech.audio.delta` events of base64 PCM16."""
     try:
@@ -287,13 +200,13 @@ async def openai_models() -> dict[str, Any]:
 
 
 @get("/v1/audio/voices")
-async def openai_voices(svc: Services) -> dict[str, Any]:
+async def openai_voices(svc: Svc) -> dict[str, Any]:
     stored = [{"voice_id": v.id, "name": v.name} for v in svc.voices.list()]
     return {"voices": [{"voice_id": "default", "name": "default"}, *stored]}
 
 
 @post("/voices", status_code=201)
-async def add_voice(request: Request, svc: Services) -> dict[str, Any]:
+async def add_voice(request: Request, svc: Svc) -> dict[str, Any]:
     fields = await read_fields(request)
     data = fields.get("file")
     if not isinstance(data, bytes):
@@ -303,23 +216,23 @@ async def add_voice(request: Request, svc: Services) -> dict[str, Any]:
 
 
 @get("/voices")
-async def list_voices(svc: Services) -> list[dict[str, Any]]:
+async def list_voices(svc: Svc) -> list[dict[str, Any]]:
     return msgspec.to_builtins(svc.voices.list())
 
 
 @delete("/voices/{voice_id:str}", status_code=200)
-async def delete_voice(voice_id: str, svc: Services) -> dict[str, Any]:
+async def delete_voice(voice_id: FromPath[str], svc: Svc) -> dict[str, Any]:
     return msgspec.to_builtins(svc.voices.delete(voice_id))
 
 
 @get("/health")
-async def health(svc: Services) -> Response:
+async def health(svc: Svc) -> Response:
     try:
         stats = await svc.client.stats(timeout=2.0)
     except JobError as exc:
         return error_response(503, {"status": "unavailable", "error": exc.message, "streaming": True})
     live = [s for s in stats.slots if s.live]
-    weights = live[0].weights if live else svc.weights
+    weights = live[0].weights if live else "unknown"
     body = {
         "status": "ok" if live else "unavailable",
         "live_slots": len(live),
@@ -331,12 +244,12 @@ async def health(svc: Services) -> Response:
 
 
 @get("/stats")
-async def stats(svc: Services) -> dict[str, Any]:
+async def stats(svc: Svc) -> dict[str, Any]:
     return msgspec.to_builtins(await svc.client.stats())
 
 
 @get("/metrics", media_type="text/plain; version=0.0.4")
-async def metrics(svc: Services) -> bytes:
+async def metrics(svc: Svc) -> bytes:
     with contextlib.suppress(JobError):
         s = await svc.client.stats(timeout=2.0)
         svc.metrics.queue_depth.set(s.queue_depth)
@@ -354,6 +267,9 @@ def api_key_guard(settings: GatewaySettings):
             return
         auth = connection.headers.get("authorization", "")
         given = auth[7:] if auth.lower().startswith("bearer ") else connection.headers.get("x-api-key", "")
+        if not given and connection.scope["type"] == "websocket":
+            # Browsers cannot set headers on a WebSocket handshake.
+            given = connection.query_params.get("api_key", "")
         if given != key:
             raise NotAuthorizedException("missing or wrong API key (Authorization: Bearer KEY or X-API-Key: KEY)")
 
@@ -386,7 +302,7 @@ def create_app(settings: GatewaySettings | None = None, broker: BrokerSettings |
 
     handlers: list[Any] = [
         synthesize_stream, synthesize, openai_speech, openai_models, openai_voices, add_voice, list_voices,
-        delete_voice, health, stats, metrics,
+        delete_voice, health, stats, metrics, ws_synthesize,
     ]  # fmt: skip
     frontend = Path(settings.frontend_dir)
     if (frontend / "index.html").is_file():

@@ -16,6 +16,8 @@ import openai
 import pytest
 import soundfile as sf
 from httpx_sse import connect_sse
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect as ws_connect
 
 from bench.stack import Proc, broker_env, broker_settings, free_ports, wait_for
 from broker.protocol import Cancel
@@ -241,3 +243,85 @@ def test_health_stats_metrics(stack) -> None:
     assert stats["slots"][0]["name"] == "s" and stats["completed"] >= 1
     text = httpx.get(f"{stack['url']}/metrics").text
     assert "chatterbox_requests_total" in text and "chatterbox_first_chunk_latency_seconds_bucket" in text
+
+
+def ws_url(url: str, query: str = "") -> str:
+    return url.replace("http://", "ws://") + "/ws/synthesize" + query
+
+
+def ws_messages(ws, until: tuple[str, ...] = ("done", "error")) -> list:
+    """JSON messages as dicts and audio frames as bytes, up to and including the request's end."""
+    out: list = []
+    while True:
+        frame = ws.recv(timeout=30)
+        out.append(frame if isinstance(frame, bytes) else json.loads(frame))
+        if isinstance(out[-1], dict) and out[-1]["type"] in until:
+            return out
+
+
+def test_websocket_serves_requests_in_turn_on_one_connection(stack) -> None:
+    with ws_connect(ws_url(stack["url"])) as ws:
+        for n in (1, 2):
+            ws.send(json.dumps({"type": "synthesize", "text": f"Request {n}.", "chunk_size": 20}))
+            msgs = ws_messages(ws)
+            kinds = [m["type"] if isinstance(m, dict) else "audio" for m in msgs]
+            assert kinds == ["accepted"] + ["chunk", "audio"] * 3 + ["done"]
+            assert all(m["request"] == n for m in msgs if isinstance(m, dict))
+            header, pcm = msgs[1], msgs[2]
+            assert header["format"] == "pcm_s16le" and header["sample_rate"] == 24000
+            assert len(pcm) == 2 * header["samples"] == 2 * 2400
+            assert msgs[-1]["total_chunks"] == 3 and msgs[-1]["metrics"]["chunks_generated"] == 3
+        assert stack["slot"].answered[-1].params.chunk_size == 20
+
+
+def test_websocket_cancel_stops_the_job_and_the_connection_goes_on(stack) -> None:
+    slot: ScriptedSlot = stack["slot"]
+    with ws_connect(ws_url(stack["url"])) as ws:
+        ws.send(json.dumps({"text": "hold me"}))  # type defaults to synthesize
+        job = slot.next_job()
+        slot.audio(job, 1)
+        assert json.loads(ws.recv(timeout=10))["type"] == "accepted"
+        assert json.loads(ws.recv(timeout=10))["type"] == "chunk"
+        assert isinstance(ws.recv(timeout=10), bytes)
+        # A second request while the first runs is refused on its own; the first goes on.
+        ws.send(json.dumps({"text": "too soon"}))
+        busy = json.loads(ws.recv(timeout=10))
+        assert busy["type"] == "error" and busy["code"] == "busy" and busy["request"] == 2
+        ws.send(json.dumps({"type": "cancel"}))
+        end = json.loads(ws.recv(timeout=10))
+        assert end == {"type": "error", "request": 1, "error": "cancelled by the client", "code": "cancelled",
+                       "status": 499}  # fmt: skip
+        wait_for(lambda: any(isinstance(m, Cancel) and m.job == job.job for m in list(slot.inbox.queue)), 10, "cancel")
+        ws.send(json.dumps({"text": "After the cancel."}))
+        assert ws_messages(ws)[-1]["type"] == "done"
+
+
+@pytest.mark.parametrize(
+    ("frame", "field", "status"),
+    [
+        ("not json", "message", 422),
+        ('["a list"]', "message", 422),
+        ('{"type": "sing"}', "type", 422),
+        ('{"text": ""}', "text", 422),
+        ('{"text": "hi", "temperature": 9}', "temperature", 422),
+        ('{"text": "hi", "voice": "nobody"}', "voice", 404),
+    ],
+)
+def test_websocket_bad_input_gets_an_error_naming_the_field(stack, frame, field, status) -> None:
+    with ws_connect(ws_url(stack["url"])) as ws:
+        ws.send(frame)
+        error = json.loads(ws.recv(timeout=10))
+        assert error["type"] == "error" and error["field"] == field and error["status"] == status, error
+        ws.send(json.dumps({"text": "Still usable."}))
+        assert ws_messages(ws)[-1]["type"] == "done"
+
+
+def test_websocket_auth(stack) -> None:
+    with pytest.raises(InvalidStatus), ws_connect(ws_url(stack["auth_url"])):
+        pass
+    with ws_connect(ws_url(stack["auth_url"], f"?api_key={API_KEY}")) as ws:
+        ws.send(json.dumps({"text": "Allowed."}))
+        assert ws_messages(ws)[-1]["type"] == "done"
+    with ws_connect(ws_url(stack["auth_url"]), additional_headers={"X-API-Key": API_KEY}) as ws:
+        ws.send(json.dumps({"text": "Allowed."}))
+        assert ws_messages(ws)[-1]["type"] == "done"
