@@ -8,6 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -88,6 +90,16 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=1):
+            return True
+    except urllib.error.HTTPError:
+        return True  # 503 before a slot is live is still an answer
+    except OSError:
+        return False
+
+
 class Stack:
     """The broker plus a T3 + S3Gen pair per slot, as real processes on a generated checkpoint."""
 
@@ -112,6 +124,7 @@ class Stack:
             **(env or {}),
         }
         self.broker = Proc(["-m", "broker"], self.env, workdir / "broker.log")
+        self.gateways: list[Proc] = []
         self.workers: dict[tuple[str, str], Proc] = {}
         for slot in slots:
             for role in ("s3gen", "t3"):
@@ -122,12 +135,24 @@ class Stack:
         args += ["--pipe", f"ipc://{self.workdir}/{slot}.pipe"]
         return Proc(args, self.env, self.workdir / f"{slot}_{role}.log")
 
+    def add_gateway(self, env: dict[str, str] | None = None) -> str:
+        """Start a gateway (uvicorn) on a free port; its URL once it answers HTTP."""
+        (port,) = free_ports(1)
+        n = len(self.gateways)
+        env = {"CHATTERBOX_GATEWAY_DATA_DIR": str(self.workdir / f"gateway{n}"), **(env or {})}
+        proc = Proc(["-m", "gateway", "--port", str(port)], self.env | env, self.workdir / f"gateway{n}.log")
+        self.gateways.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _answers(url), 60, f"gateway at {url}")
+        return url
+
     def restart(self, slot: str, role: str) -> None:
         self.workers[slot, role].start()
 
     def stop(self) -> None:
-        for proc in [*self.workers.values(), self.broker]:
+        for proc in [*self.gateways, *self.workers.values(), self.broker]:
             proc.stop()
 
     def logs(self) -> str:
-        return "\n".join(f"--- {p.log.name}\n{p.text()[-2000:]}" for p in [self.broker, *self.workers.values()])
+        procs = [self.broker, *self.workers.values(), *self.gateways]
+        return "\n".join(f"--- {p.log.name}\n{p.text()[-2000:]}" for p in procs)

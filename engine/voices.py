@@ -9,6 +9,7 @@ import librosa
 import numpy as np
 import torch
 from chatterbox.models.s3gen import S3GEN_SR
+from chatterbox.models.s3gen.s3gen import get_resampler
 from chatterbox.models.s3tokenizer import S3_SR
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 from chatterbox.tts import ChatterboxTTS, Conditionals
@@ -23,7 +24,7 @@ def conditionals_from_wav(model: ChatterboxTTS, wav24: np.ndarray, exaggeration:
     """T3 and S3Gen conditionals from a 24 kHz reference, as upstream's `prepare_conditionals` does."""
     device = model.device
     ref16 = librosa.resample(wav24, orig_sr=S3GEN_SR, target_sr=S3_SR)
-    gen = model.s3gen.embed_ref(wav24[: S3GEN_REF_SECONDS * S3GEN_SR], S3GEN_SR, device=device)
+    gen = s3gen_reference(model.s3gen, wav24[: S3GEN_REF_SECONDS * S3GEN_SR], device)
     prompt_len = model.t3.hp.speech_cond_prompt_len
     tokens, _ = model.s3gen.tokenizer.forward([ref16[: T3_REF_SECONDS * S3_SR]], max_len=prompt_len)
     tokens = torch.atleast_2d(tokens).to(device)
@@ -35,6 +36,30 @@ def conditionals_from_wav(model: ChatterboxTTS, wav24: np.ndarray, exaggeration:
         emotion_adv=exaggeration * torch.ones(1, 1, 1),
     ).to(device=device)
     return Conditionals(t3, gen)
+
+
+def s3gen_reference(s3gen: torch.nn.Module, wav24: np.ndarray, device: str) -> dict:
+    """What upstream's `S3Token2Wav.embed_ref` returns, always computed in float32.
+
+    Upstream casts the audio to the flow's dtype first, which fails for bfloat16 on the CPU (no bf16
+    FFT) and needs the flow, which a T3-only worker does not load. The flow casts these itself.
+    """
+    wav = torch.from_numpy(np.ascontiguousarray(wav24, dtype=np.float32))[None].to(device)
+    mels = s3gen.mel_extractor(wav).transpose(1, 2).float()
+    wav16 = get_resampler(S3GEN_SR, S3_SR, device)(wav)
+    embedding = s3gen.speaker_encoder.inference(wav16)
+    tokens, token_lens = s3gen.tokenizer(wav16)
+    # Two mel frames per token; a reference not padded to whole 40 ms tokens yields one token too many.
+    if mels.shape[1] != 2 * tokens.shape[1]:
+        tokens = tokens[:, : mels.shape[1] // 2]
+        token_lens[0] = tokens.shape[1]
+    return {
+        "prompt_token": tokens.to(device),
+        "prompt_token_len": token_lens,
+        "prompt_feat": mels,
+        "prompt_feat_len": None,
+        "embedding": embedding,
+    }
 
 
 def with_exaggeration(conds: Conditionals, exaggeration: float) -> Conditionals:

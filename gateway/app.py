@@ -35,7 +35,7 @@ from broker.settings import BrokerSettings
 from engine.errors import InvalidInput
 from gateway import audio
 from gateway.jobs import STATUS_BY_CODE, Services, Svc, chunk_metrics, open_job, serving, watch
-from gateway.requests import read_fields, synthesis_request
+from gateway.requests import PARAM_FIELDS, invalid_input, read_fields, synthesis_request
 from gateway.settings import GatewaySettings
 from gateway.voices import VoiceNotFound, VoiceStore
 from gateway.ws import ws_synthesize
@@ -139,12 +139,14 @@ class SpeechRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
 @post("/v1/audio/speech", status_code=200)
 async def openai_speech(request: Request, svc: Svc) -> Response | Stream | ServerSentEvent:
     """OpenAI-compatible speech. `stream_format: audio` streams pcm/wav bytes as produced (other formats
-    are encoded once at the end); `sse` sends `speech.audio.delta` events of base64 PCM16."""
+    are encoded once at the end); `sse` sends `speech.audio.delta` events of base64 PCM16.
+    Chatterbox's own parameters (exaggeration, cfg_weight, seed, max_new_tokens, ...) may ride along as
+    extra fields (the SDK's `extra_body`)."""
     try:
-        body = msgspec.json.decode(await request.body(), type=SpeechRequest)
+        raw = msgspec.json.decode(await request.body())
+        body = msgspec.convert(raw, SpeechRequest)
     except msgspec.ValidationError as exc:
-        field = str(exc).rpartition("$.")[2].rstrip("`") or "body"
-        raise InvalidInput(field, str(exc).split(" - at ")[0]) from None
+        raise invalid_input(exc, "body") from None
     except msgspec.DecodeError:
         raise InvalidInput("body", "is not valid JSON") from None
     if body.model not in OPENAI_MODELS:
@@ -156,7 +158,9 @@ async def openai_speech(request: Request, svc: Svc) -> Response | Stream | Serve
     fmt = body.response_format
     if fmt not in ("pcm", *audio.FORMATS):
         raise InvalidInput("response_format", "must be one of wav, pcm, mp3, opus, flac")
-    req = synthesis_request({"input": body.input, "voice": body.voice}, svc.settings.max_text_chars, "input")
+    extra = {k: v for k, v in raw.items() if k in PARAM_FIELDS}
+    fields = {"input": body.input, "voice": body.voice, **extra}
+    req = synthesis_request(fields, svc.settings.max_text_chars, "input")
     chunks = await open_job(svc, req, "v1/audio/speech")
     if body.stream_format == "sse":
         return ServerSentEvent(openai_sse(svc, chunks))

@@ -86,6 +86,11 @@ def chunk_metrics(chunk: Chunk, started: float, first: float | None, seconds: fl
         "chunks_generated": count,
         "weights": chunk.metrics.weights,
         "slot": chunk.slot,
+        "job": chunk.job,
+        # CLOCK_MONOTONIC seconds from the workers: on the same host a client can tell how long the
+        # chunk spent in T3, in S3Gen, and in transit after vocoding (broker + gateway + HTTP).
+        "t3_span": [chunk.t3_span.start, chunk.t3_span.end],
+        "s3gen_span": [chunk.s3gen_span.start, chunk.s3gen_span.end],
     }
 
 

@@ -42,6 +42,16 @@ async def read_fields(request: Request) -> dict[str, Any]:
     raise InvalidInput("content-type", "must be application/json, multipart/form-data or x-www-form-urlencoded")
 
 
+def invalid_input(exc: msgspec.ValidationError, whole: str) -> InvalidInput:
+    """msgspec says "Expected `float`, got `str` - at `$.temperature`": name the field, keep the reason."""
+    message = str(exc)
+    reason, _, where = message.partition(" - at ")
+    field = where.strip("`").removeprefix("$.") if where.startswith("`$.") else whole
+    if reason.startswith("Object missing required field `"):
+        field, reason = reason.split("`")[1], "is required"
+    return InvalidInput(field, reason)
+
+
 def synthesis_request(fields: dict[str, Any], max_text_chars: int, text_field: str = "text") -> SynthesisRequest:
     try:
         text = check_text(fields.get(text_field), max_text_chars)
@@ -51,8 +61,7 @@ def synthesis_request(fields: dict[str, Any], max_text_chars: int, text_field: s
     try:
         params = msgspec.convert(raw, SynthesisParams, strict=False)
     except msgspec.ValidationError as exc:
-        field = str(exc).rpartition("$.")[2].rstrip("`") or "params"
-        raise InvalidInput(field, str(exc).split(" - at ")[0]) from None
+        raise invalid_input(exc, "params") from None
     params = params.validated()
     reference = fields.get("audio_prompt")
     if reference is not None and not isinstance(reference, bytes | bytearray):

@@ -7,10 +7,12 @@ import msgspec
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from engine.errors import InvalidInput
 from engine.generate import synthetic_voice
 from engine.params import SynthesisParams
+from engine.reference import decode_reference
 from engine.s3gen_stream import SAMPLES_PER_TOKEN
 from engine.text import split_pieces
 
@@ -75,6 +77,25 @@ def test_cloned_voice_differs_from_the_built_in_one(engine):
     cloned = engine.conditionals(data, 0.5)
     builtin = engine.conditionals(None, 0.5)
     assert not np.allclose(cloned.t3.speaker_emb.float().numpy(), builtin.t3.speaker_emb.float().numpy())
+
+
+def test_a_bf16_t3_only_engine_clones_voices_like_upstream(engine, checkpoint_dir):
+    """The T3 worker computes S3Gen's reference tensors too: without S3Gen's flow, in bfloat16 (the
+    pipeline's CPU default, where upstream's embed_ref fails), and equal to upstream's float32 result."""
+    from engine.settings import EngineSettings
+    from engine.synthesizer import Engine
+
+    t3_only = Engine(EngineSettings(checkpoint=str(checkpoint_dir), dtype="bfloat16", watermark=False), role="t3")
+    assert t3_only.model.s3gen.flow is None and t3_only.model.s3gen.mel2wav is None
+    data = _encode(synthetic_voice(2.0, seed=6), "WAV")
+    mine = t3_only.conditionals(data, 0.5).gen
+    wav = decode_reference(data, min_seconds=1, max_seconds=60, max_bytes=len(data))  # as the engine reads it
+    upstream = engine.model.s3gen.embed_ref(torch.from_numpy(wav).float(), 24000, device="cpu")  # float32 flow
+    assert set(mine) == set(upstream)
+    for key, value in upstream.items():
+        if isinstance(value, torch.Tensor):
+            assert mine[key].dtype == value.dtype, key
+            assert np.allclose(mine[key].numpy(), value.detach().numpy(), atol=1e-4), key
 
 
 @pytest.mark.parametrize(
