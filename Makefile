@@ -13,11 +13,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-# Start the stack under supervisord, stream one sentence through the ZeroMQ client, stop the stack.
+# Start the stack under supervisord, stream one sentence over SSE from the gateway, stop the stack.
 demo: $(STAMP)
 	$(STACK) $(PY) -m engine.checkpoint
 	$(STACK) $(SUPERVISORD)
-	$(STACK) $(PY) -m broker.client --wait 600 --max-new-tokens 125 -o out/demo.wav \
+	$(STACK) $(PY) -m gateway.client --wait 600 --max-new-tokens 125 -o out/demo.wav \
 		"Hello! This is Chatterbox, streaming speech as it is generated."; \
 		rc=$$?; $(SUPERVISORCTL) shutdown >/dev/null; exit $$rc
 
