@@ -7,7 +7,6 @@ difference is chunked streaming. Prints medians over --reps and their ratio, and
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
 import sys
 
@@ -15,22 +14,13 @@ import msgspec
 import numpy as np
 import torch
 
+from bench.machine import cpu_name
 from engine.params import SynthesisParams
 from engine.quality import snr_db
 from engine.settings import EngineSettings
 from engine.synthesizer import Engine
 
 TEXT = "Hello! This is Chatterbox, streaming speech as it is generated, one chunk at a time."
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def main(argv: list[str] | None = None) -> int:

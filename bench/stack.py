@@ -111,9 +111,11 @@ class Stack:
         *,
         threads: int = 1,
         env: dict[str, str] | None = None,
+        device: str = "cpu",
         **broker: object,
     ) -> None:
         self.workdir = workdir
+        self.device = device
         self.settings = broker_settings(**broker)
         self.env = {
             **broker_env(self.settings),
@@ -126,12 +128,14 @@ class Stack:
         self.broker = Proc(["-m", "broker"], self.env, workdir / "broker.log")
         self.gateways: list[Proc] = []
         self.workers: dict[tuple[str, str], Proc] = {}
-        for slot in slots:
+        for index, slot in enumerate(slots):
             for role in ("s3gen", "t3"):
-                self.workers[slot, role] = self._worker(slot, role)
+                self.workers[slot, role] = self._worker(slot, role, index)
 
-    def _worker(self, slot: str, role: str) -> Proc:
-        args = ["-m", f"engine.{role}_worker", "--slot", slot, "--device", "cpu"]
+    def _worker(self, slot: str, role: str, index: int = 0) -> Proc:
+        # "cuda" means one GPU per slot, in order; "cpu" or "cuda:N" is used as given.
+        device = f"cuda:{index}" if self.device == "cuda" else self.device
+        args = ["-m", f"engine.{role}_worker", "--slot", slot, "--device", device]
         args += ["--pipe", f"ipc://{self.workdir}/{slot}.pipe"]
         return Proc(args, self.env, self.workdir / f"{slot}_{role}.log")
 

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import msgspec
 
-from bench.inprocess import TEXT, cpu_name
+from bench.inprocess import TEXT
+from bench.machine import cpu_name
 from bench.stack import Stack
 from broker.client import Client
 from engine.checkpoint import resolve

@@ -87,6 +87,8 @@ def chunk_metrics(chunk: Chunk, started: float, first: float | None, seconds: fl
         "weights": chunk.metrics.weights,
         "slot": chunk.slot,
         "job": chunk.job,
+        "tokens_generated": chunk.metrics.tokens_generated,  # raw T3 samples so far
+        "valid_tokens": chunk.metrics.valid_tokens,  # of which speech tokens (random weights: far from all)
         # CLOCK_MONOTONIC seconds from the workers: on the same host a client can tell how long the
         # chunk spent in T3, in S3Gen, and in transit after vocoding (broker + gateway + HTTP).
         "t3_span": [chunk.t3_span.start, chunk.t3_span.end],
