@@ -2,10 +2,13 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo serve test lint fmt clean
+.PHONY: demo serve test bench lint fmt clean
 STACK := . deploy/stack-env.sh &&
 SUPERVISORD := .venv/bin/supervisord -c supervisord.conf
 SUPERVISORCTL := .venv/bin/supervisorctl -c supervisord.conf
+
+NPM_STAMP := frontend/node_modules/.installed
+BUNDLE := frontend/dist/index.html
 
 $(STAMP): pyproject.toml
 	python3 -m venv .venv
@@ -13,8 +16,17 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+$(NPM_STAMP): frontend/package.json frontend/package-lock.json
+	deploy/install-system-deps.sh npm
+	cd frontend && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+# The browser player, served by the gateway at / (not committed: built here).
+$(BUNDLE): $(NPM_STAMP) $(shell find frontend/src -type f) frontend/index.html frontend/vite.config.ts
+	cd frontend && npm run build --silent
+
 # Start the stack under supervisord, stream one sentence over SSE from the gateway, stop the stack.
-demo: $(STAMP)
+demo: $(STAMP) $(BUNDLE)
 	$(STACK) $(PY) -m engine.checkpoint
 	$(STACK) $(SUPERVISORD)
 	$(STACK) $(PY) -m gateway.client --wait 600 --max-new-tokens 125 -o out/demo.wav \
@@ -22,14 +34,20 @@ demo: $(STAMP)
 		rc=$$?; $(SUPERVISORCTL) shutdown >/dev/null; exit $$rc
 
 # The stack in the foreground; Ctrl-C stops it. Logs under logs/.
-serve: $(STAMP)
+serve: $(STAMP) $(BUNDLE)
 	$(STACK) $(PY) -m engine.checkpoint
 	@echo "gateway: http://127.0.0.1:$${CHATTERBOX_GATEWAY_PORT:-6095}  (logs in logs/; Ctrl-C stops the stack)"
 	$(STACK) $(SUPERVISORD) -n
 
-test: $(STAMP)
+# The harness: starts its own stack; results and plots land in bench/results/. ARGS="--url ..." etc.
+bench: $(STAMP)
+	$(PY) -m bench $(ARGS)
+
+test: $(STAMP) $(BUNDLE)
+	deploy/install-system-deps.sh chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	cd frontend && npm test --silent
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
@@ -37,4 +55,4 @@ lint: $(STAMP)
 	$(PY) -m ruff format .
 
 clean:
-	rm -rf .venv out logs .pytest_cache
+	rm -rf .venv out logs .pytest_cache frontend/node_modules frontend/dist

@@ -325,3 +325,17 @@ def test_websocket_auth(stack) -> None:
     with ws_connect(ws_url(stack["auth_url"]), additional_headers={"X-API-Key": API_KEY}) as ws:
         ws.send(json.dumps({"text": "Allowed."}))
         assert ws_messages(ws)[-1]["type"] == "done"
+
+
+def test_a_job_failing_mid_stream_ends_with_one_error_event(stack) -> None:
+    slot: ScriptedSlot = stack["slot"]
+    with (
+        httpx.Client(timeout=30) as http,
+        connect_sse(http, "POST", f"{stack['url']}/synthesize-stream", json={"text": "hold, then break"}) as source,
+    ):
+        job = slot.next_job()
+        slot.audio(job, 1)
+        slot.audio(job, 3)  # chunk 2 never comes: the client sees a gap and gives the job up
+        events = [e for e in source.iter_sse() if e.data]  # ends: the server closed the stream
+    assert [e.event for e in events] == ["audio_chunk", "error"]
+    assert json.loads(events[-1].data)["code"] == "gap" and events[-1].id == "2"
