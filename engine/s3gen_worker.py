@@ -8,7 +8,6 @@ chunks, then `done`, on the results channel with the client's id as topic. Audio
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections import OrderedDict
@@ -19,7 +18,6 @@ import torch
 import zmq
 
 from broker.protocol import (
-    PROTOCOL_VERSION,
     Abort,
     Audio,
     Cancel,
@@ -27,7 +25,6 @@ from broker.protocol import (
     Done,
     Error,
     ProtocolError,
-    Ready,
     Span,
     Tokens,
     frame_array,
@@ -37,7 +34,7 @@ from engine.metrics import Metrics
 from engine.s3gen_stream import S3GenStream
 from engine.synthesizer import SAMPLE_RATE, Engine
 from engine.worker_link import BrokerLink
-from engine.worker_main import WorkerConfig, run_worker
+from engine.worker_main import WorkerConfig, ready_message, run_worker
 
 log = logging.getLogger(__name__)
 MAX_JOBS_PER_CAPACITY = 4  # per-job state kept at most: queued chunks of finished jobs drain first
@@ -62,16 +59,7 @@ class S3GenWorker:
         self.stop = stop
         self.codec = Codec()
         self.slot = config.worker.slot
-        ready = Ready(
-            version=PROTOCOL_VERSION,
-            role="s3gen",
-            slot=self.slot,
-            capacity=config.worker.capacity,
-            device=engine.device,
-            weights=engine.weights,
-            pid=os.getpid(),
-        )
-        self.link = BrokerLink(ctx, config.broker, ready)
+        self.link = BrokerLink(ctx, config.broker, ready_message("s3gen", config, engine))
         self.pipe = make_socket(ctx, zmq.PULL)
         self.pipe.bind(config.worker.pipe_address())
         self.results = make_socket(ctx, zmq.PUB)

@@ -39,6 +39,31 @@ class TokenChunk(msgspec.Struct, kw_only=True):
     t_end: float
 
 
+class OpenChunk:
+    """The chunk being filled: valid tokens since the last cut and the raw samples behind them."""
+
+    def __init__(self) -> None:
+        self.seq = 0
+        self.start = 0
+        self.pending: list[int] = []
+        self.raw = 0
+        self.t_start = time.monotonic()
+
+    def cut(self, final: bool) -> TokenChunk:
+        self.seq += 1
+        chunk = TokenChunk(
+            seq=self.seq, start=self.start, tokens=self.pending, final=final, generated=self.raw,
+            t_start=self.t_start, t_end=time.monotonic(),
+        )  # fmt: skip
+        self.start += len(self.pending)
+        self.pending, self.raw = [], 0
+        return chunk
+
+    def restart_clock(self) -> None:
+        """After the consumer had the chunk: its time (in-process, S3Gen's) is not T3's."""
+        self.t_start = time.monotonic()
+
+
 class T3Streamer:
     """Model code only: no sockets, no threads. One call to `stream` runs one job to completion."""
 
@@ -121,34 +146,20 @@ class T3Streamer:
         """
         schedule = chunk_schedule(first_chunk_size, params.chunk_size)
         target = next(schedule)
-        seq, start = 0, 0
-        pending: list[int] = []
-        raw = 0
-        t_start = time.monotonic()
+        chunk = OpenChunk()
         last = len(pieces) - 1
         for index, piece in enumerate(pieces):
             text_ids = self.text_ids(piece)
             for token in self.tokens(text_ids, cond, params, max_new_tokens, generator, should_stop):
-                raw += 1
+                chunk.raw += 1
                 if token < SPEECH_VOCAB:
-                    pending.append(token)
-                if len(pending) >= target:
-                    seq += 1
-                    yield TokenChunk(
-                        seq=seq, start=start, tokens=pending, final=False, generated=raw,
-                        t_start=t_start, t_end=time.monotonic(),
-                    )  # fmt: skip
-                    start += len(pending)
-                    pending, raw, target = [], 0, next(schedule)
-                    t_start = time.monotonic()
+                    chunk.pending.append(token)
+                if len(chunk.pending) >= target:
+                    yield chunk.cut(final=False)
+                    chunk.restart_clock()
+                    target = next(schedule)
             if should_stop():
                 return
-            if index == last or pending:
-                seq += 1
-                yield TokenChunk(
-                    seq=seq, start=start, tokens=pending, final=index == last, generated=raw,
-                    t_start=t_start, t_end=time.monotonic(),
-                )  # fmt: skip
-                start += len(pending)
-                pending, raw = [], 0
-                t_start = time.monotonic()
+            if index == last or chunk.pending:
+                yield chunk.cut(final=index == last)
+                chunk.restart_clock()

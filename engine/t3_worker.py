@@ -9,7 +9,6 @@ stops sampling within one token step.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 
@@ -18,12 +17,12 @@ import numpy as np
 import torch
 import zmq
 
-from broker.protocol import PROTOCOL_VERSION, Abort, Cancel, Codec, Failed, Job, Ready, Span, Tokens, array_frame
+from broker.protocol import Abort, Cancel, Codec, Failed, Job, Span, Tokens, array_frame
 from broker.sockets import make_socket
 from engine.errors import InvalidInput
 from engine.synthesizer import Engine
 from engine.worker_link import BrokerLink
-from engine.worker_main import WorkerConfig, run_worker
+from engine.worker_main import WorkerConfig, ready_message, run_worker
 
 log = logging.getLogger(__name__)
 PIPE_HWM = 256  # token chunks in flight to S3Gen; beyond this T3 waits (S3Gen is far behind)
@@ -50,16 +49,7 @@ class T3Worker:
         self.engine = engine
         self.stop = stop
         self.codec = Codec()
-        ready = Ready(
-            version=PROTOCOL_VERSION,
-            role="t3",
-            slot=config.worker.slot,
-            capacity=config.worker.capacity,
-            device=engine.device,
-            weights=engine.weights,
-            pid=os.getpid(),
-        )
-        self.link = BrokerLink(ctx, config.broker, ready)
+        self.link = BrokerLink(ctx, config.broker, ready_message("t3", config, engine))
         self.pipe = make_socket(ctx, zmq.PUSH, hwm=PIPE_HWM)
         self.pipe.connect(config.worker.pipe_address())
 

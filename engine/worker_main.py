@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import threading
+from typing import TYPE_CHECKING
 
 import msgspec
 import zmq
 
-from broker.protocol import Role
+from broker.protocol import PROTOCOL_VERSION, Ready, Role
 from broker.settings import BrokerSettings
 from engine.settings import EngineSettings, WorkerSettings
+
+if TYPE_CHECKING:
+    from engine.synthesizer import Engine
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -35,6 +40,14 @@ def parse(role: str, argv: list[str] | None, doc: str | None) -> WorkerConfig:
         worker=WorkerSettings.from_env(slot=args.slot, pipe=args.pipe, capacity=args.capacity),
         broker=BrokerSettings.from_env(host=args.broker_host),
     )
+
+
+def ready_message(role: Role, config: WorkerConfig, engine: Engine) -> Ready:
+    """How a worker introduces itself to the broker (and again whenever the broker asks)."""
+    return Ready(
+        version=PROTOCOL_VERSION, role=role, slot=config.worker.slot, capacity=config.worker.capacity,
+        device=engine.device, weights=engine.weights, pid=os.getpid(),
+    )  # fmt: skip
 
 
 def stop_event() -> threading.Event:
