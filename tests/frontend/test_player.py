@@ -120,7 +120,13 @@ def test_stop_cancels_the_job_on_the_server(page, stack) -> None:
     s, url = stack
     page.get_by_test_id("text").fill("This one is stopped after its first chunk.")
     page.get_by_test_id("stream").click()
-    page.wait_for_function("Number(document.querySelector('[data-testid=chunks]').textContent) >= 1", timeout=120_000)
+    # This stream's own first chunk: the panel still shows the previous stream until React re-renders.
+    page.wait_for_function(
+        "(() => { const q = (id) => document.querySelector(`[data-testid=${id}]`);"
+        " return q('player').dataset.status === 'streaming' && Number(q('chunks').textContent) >= 1"
+        " && q('last-job').textContent !== ''; })()",
+        timeout=120_000,
+    )
     job = page.get_by_test_id("last-job").text_content()
     assert job
     page.get_by_test_id("stop").click()
