@@ -36,6 +36,9 @@ class SynthesisParams(msgspec.Struct, frozen=True, kw_only=True):
     first_chunk_size: int | None = None
     max_new_tokens: int | None = None
     seed: int | None = None
+    # Generate exactly max_new_tokens, sampling past the stop token (dropped like any non-speech id): for
+    # benchmarks and tests of fixed length; random weights otherwise sample it at random (~1 in 8000).
+    ignore_stop: bool = False
 
     def validated(self) -> SynthesisParams:
         """Return self when every field is in range; otherwise raise InvalidInput naming the field."""

@@ -40,6 +40,9 @@ class BatchStream:
         self.min_p = MinPLogitsWarper(min_p=params.min_p)
         self.top_p = TopPLogitsWarper(top_p=params.top_p)
 
+    def ends_with(self, token: int, stop: int) -> bool:
+        return (token == stop and not self.params.ignore_stop) or self.steps >= self.max_new_tokens
+
     def sample(self) -> int:
         """The next id, as T3Streamer.tokens samples it (CFG, repetition penalty, temperature, min-p, top-p)."""
         assert self.logits is not None and self.seen is not None
@@ -131,7 +134,7 @@ class T3Batch:
         t3 = self.t3
         hp = t3.hp
         sampled = {s.key: s.sample() for s in self.streams}
-        going = [s for s in self.streams if sampled[s.key] != hp.stop_speech_token and s.steps < s.max_new_tokens]
+        going = [s for s in self.streams if not s.ends_with(sampled[s.key], hp.stop_speech_token)]
         for s in [s for s in self.streams if s not in going]:
             self.remove(s.key)
         if not going:

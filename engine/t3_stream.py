@@ -120,7 +120,7 @@ class T3Streamer:
             scores = top_p(seen, min_p(seen, scores))
             token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=generator)
             token_id = int(token)
-            if token_id == hp.stop_speech_token:
+            if token_id == hp.stop_speech_token and not params.ignore_stop:
                 return
             yield token_id
             seen = torch.cat([seen, token], dim=1)

@@ -18,6 +18,8 @@ from broker.client import Chunk, Client, JobError
 
 LOAD_TIMEOUT = 240  # a worker loads the checkpoint in ~10–40 s on 2 busy cores
 SHORT = dict(max_new_tokens=60, first_chunk_size=8, chunk_size=16)
+# Jobs that must still be running when a cancel or a fault arrives: no early stop token.
+LONG = dict(first_chunk_size=8, ignore_stop=True)
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +105,7 @@ def test_two_slots_serve_two_streams_at_once(client: Client) -> None:
 
 
 def test_cancel_stops_t3_within_a_token_step_and_frees_the_slot(client: Client, stack: Stack) -> None:
-    stream = client.stream("This job will be cancelled after its first chunk.", max_new_tokens=400, first_chunk_size=8)
+    stream = client.stream("This job will be cancelled after its first chunk.", max_new_tokens=400, **LONG)
     first = next(stream)
     stream.close()
     log = stack.workers[first.slot, "t3"]
@@ -117,7 +119,7 @@ def test_cancel_stops_t3_within_a_token_step_and_frees_the_slot(client: Client, 
 
 def drill(client: Client, stack: Stack, role: str) -> None:
     """kill -9 one worker of the slot serving a stream, after its first audio."""
-    thread, victim = in_thread(client, "This stream loses its worker halfway.", max_new_tokens=200, first_chunk_size=8)
+    thread, victim = in_thread(client, "This stream loses its worker halfway.", max_new_tokens=200, **LONG)
     wait_for(lambda: victim["chunks"], 120, "first chunk")
     slot = victim["chunks"][0].slot
     other = "b" if slot == "a" else "a"
@@ -167,9 +169,7 @@ def test_job_without_audio_yet_moves_to_another_slot(client: Client, stack: Stac
 
 
 def test_broker_restart_ends_jobs_and_everyone_reconnects(client: Client, stack: Stack) -> None:
-    thread, result = in_thread(
-        client, "The broker goes away during this stream.", max_new_tokens=200, first_chunk_size=8
-    )
+    thread, result = in_thread(client, "The broker goes away during this stream.", max_new_tokens=200, **LONG)
     wait_for(lambda: result["chunks"], 120, "first chunk")
     stack.broker.kill()
     killed = time.monotonic()
