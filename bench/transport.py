@@ -16,38 +16,19 @@ import argparse
 import os
 import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import msgspec
 
 from bench.inprocess import TEXT
+from bench.load import inprocess, sse_stream, zmq_stream
 from bench.machine import cpu_name
 from bench.stack import Stack
 from broker.client import Client
 from engine.checkpoint import resolve
 from engine.params import SynthesisParams
 from engine.settings import EngineSettings
-from gateway import client as sse
-
-
-def zmq_run(client: Client, params: SynthesisParams) -> tuple[float, list[float]]:
-    started = time.monotonic()
-    first, transit = None, []
-    for chunk in client.stream(TEXT, params=params):
-        now = time.monotonic()
-        if first is None and len(chunk.pcm):
-            first = now - started
-        transit.append(now - chunk.s3gen_span.end)
-    assert first is not None
-    return first, transit
-
-
-def sse_run(url: str, params: SynthesisParams) -> tuple[float, list[float]]:
-    fields = msgspec.structs.asdict(params) | {"text": TEXT}
-    result = sse.stream(url, fields)
-    assert result.first_audio is not None
-    return result.first_audio, [c.arrived - c.metrics["s3gen_span"][1] for c in result.chunks]
+from gateway.client import wait_healthy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,20 +51,22 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[dict] = []
     try:
         url = stack.add_gateway()
-        sse.wait_healthy(url, 600)
+        wait_healthy(url, 600)
         with Client(stack.settings, chunk_timeout=300) as client:
-            sse_run(url, warm), zmq_run(client, warm), list(engine.stream(TEXT, warm))
+            sse_stream(url, TEXT, 0, warm, 1, local=True), zmq_stream(client, TEXT, 0, warm)
+            inprocess(engine, TEXT, 0, warm)
             for _ in range(args.reps):
-                sse_first, sse_transit = sse_run(url, params)
-                zmq_first, zmq_transit = zmq_run(client, params)
-                local = list(engine.stream(TEXT, params))
+                over_sse = sse_stream(url, TEXT, 0, params, 1, local=True)
+                over_zmq = zmq_stream(client, TEXT, 0, params)
+                local = inprocess(engine, TEXT, 0, params)
+                assert over_sse.error is None and over_zmq.error is None, (over_sse.error, over_zmq.error)
                 rows.append(
                     {
-                        "sse_first": sse_first,
-                        "zmq_first": zmq_first,
-                        "inprocess_first": local[-1].metrics.first_chunk_latency,
-                        "sse_transit_ms": 1000 * statistics.median(sse_transit),
-                        "zmq_transit_ms": 1000 * statistics.median(zmq_transit),
+                        "sse_first": over_sse.first_audio,
+                        "zmq_first": over_zmq.first_audio,
+                        "inprocess_first": local.first_audio,
+                        "sse_transit_ms": statistics.median(over_sse.transit_ms),
+                        "zmq_transit_ms": statistics.median(over_zmq.transit_ms),
                     }
                 )
                 print({k: round(v, 3) for k, v in rows[-1].items()})
