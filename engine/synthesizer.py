@@ -21,6 +21,7 @@ from engine.params import SynthesisParams
 from engine.reference import decode_reference
 from engine.s3gen_stream import S3GenStream
 from engine.settings import EngineSettings
+from engine.t3_scheduler import T3Request
 from engine.t3_stream import T3Streamer, TokenChunk
 from engine.text import check_text, split_pieces
 from engine.voices import VoiceCache, conditionals_from_wav, with_exaggeration
@@ -129,6 +130,18 @@ class Engine:
             max_new_tokens=params.max_new_tokens or self.settings.max_new_tokens,
             generator=self._generator(seed),
             should_stop=should_stop,
+        )
+
+    def t3_request(self, key: str, pieces, conds, params, seed, first) -> T3Request:
+        """A job for the batched T3 scheduler: the same pieces, chunking and generator as token_chunks."""
+        return T3Request(
+            key,
+            [self.t3.text_ids(piece) for piece in pieces],
+            conds.t3,
+            params,
+            first_chunk_size=first,
+            max_new_tokens=params.max_new_tokens or self.settings.max_new_tokens,
+            generator=self._generator(seed),
         )
 
     def open_s3gen(self, ref: dict, seed: int, holdback: int | None = None) -> S3GenStream:

@@ -51,17 +51,50 @@ class OpenChunk:
 
     def cut(self, final: bool) -> TokenChunk:
         self.seq += 1
+        now = time.monotonic()
         chunk = TokenChunk(
             seq=self.seq, start=self.start, tokens=self.pending, final=final, generated=self.raw,
-            t_start=self.t_start, t_end=time.monotonic(),
+            t_start=self.t_start, t_end=now,
         )  # fmt: skip
         self.start += len(self.pending)
-        self.pending, self.raw = [], 0
+        self.pending, self.raw, self.t_start = [], 0, now
         return chunk
 
     def restart_clock(self) -> None:
         """After the consumer had the chunk: its time (in-process, S3Gen's) is not T3's."""
         self.t_start = time.monotonic()
+
+
+class TokenChunker:
+    """Raw sampled ids in, token chunks out on the growing schedule.
+
+    Non-speech ids are counted as generated but dropped. A text piece's end closes the current chunk
+    early, so its audio is not held back behind the next piece's prefill; the schedule then carries
+    on. Exactly one chunk (the last piece's) has final=True.
+    """
+
+    def __init__(self, first_chunk_size: int, chunk_size: int) -> None:
+        self.schedule = chunk_schedule(first_chunk_size, chunk_size)
+        self.target = next(self.schedule)
+        self.chunk = OpenChunk()
+
+    def add(self, token: int) -> TokenChunk | None:
+        chunk = self.chunk
+        chunk.raw += 1
+        if token < SPEECH_VOCAB:
+            chunk.pending.append(token)
+        if len(chunk.pending) < self.target:
+            return None
+        self.target = next(self.schedule)
+        return chunk.cut(final=False)
+
+    def end_piece(self, last: bool) -> TokenChunk | None:
+        if last or self.chunk.pending:
+            return self.chunk.cut(final=last)
+        return None
+
+    def restart_clock(self) -> None:
+        self.chunk.restart_clock()
 
 
 class T3Streamer:
@@ -139,27 +172,17 @@ class T3Streamer:
         generator: torch.Generator,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TokenChunk]:
-        """Valid tokens of all pieces as one stream of chunks on the growing schedule.
-
-        A piece boundary closes the current chunk early so its audio is not held back behind the next
-        piece's prefill; the schedule then carries on. Exactly one chunk (the last) has final=True.
-        """
-        schedule = chunk_schedule(first_chunk_size, params.chunk_size)
-        target = next(schedule)
-        chunk = OpenChunk()
+        """Valid tokens of all pieces as one stream of chunks, cut by a TokenChunker."""
+        chunker = TokenChunker(first_chunk_size, params.chunk_size)
         last = len(pieces) - 1
         for index, piece in enumerate(pieces):
             text_ids = self.text_ids(piece)
             for token in self.tokens(text_ids, cond, params, max_new_tokens, generator, should_stop):
-                chunk.raw += 1
-                if token < SPEECH_VOCAB:
-                    chunk.pending.append(token)
-                if len(chunk.pending) >= target:
-                    yield chunk.cut(final=False)
-                    chunk.restart_clock()
-                    target = next(schedule)
+                if (chunk := chunker.add(token)) is not None:
+                    yield chunk
+                    chunker.restart_clock()
             if should_stop():
                 return
-            if index == last or chunk.pending:
-                yield chunk.cut(final=index == last)
-                chunk.restart_clock()
+            if (chunk := chunker.end_piece(index == last)) is not None:
+                yield chunk
+                chunker.restart_clock()

@@ -1,0 +1,127 @@
+"""Whole jobs through the batched T3 scheduler: pieces, chunking, admission, cancel and failure, checked
+against the same jobs run alone through T3Streamer.stream (float32, generated checkpoint)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from engine.params import SynthesisParams
+from engine.t3_scheduler import T3Request, T3Scheduler
+from engine.t3_stream import TokenChunk
+
+MAX_TOKENS = 14
+JOBS = {
+    # Two pieces: the job leaves the batch after its first sentence and joins again for the second.
+    "two-pieces": (["First sentence here.", "And a second one."], SynthesisParams(seed=5, chunk_size=10)),
+    "no-cfg": (["Only one piece, without guidance."], SynthesisParams(seed=6, cfg_weight=0.0, chunk_size=12)),
+    "fixed": (["Sampled past its stop token."], SynthesisParams(seed=7, ignore_stop=True, chunk_size=10)),
+}
+FIRST = 4
+
+
+def chunk_fields(chunks: list[TokenChunk]) -> list[tuple]:
+    return [(c.seq, c.start, c.tokens, c.final, c.generated) for c in chunks]
+
+
+def request(engine, key: str) -> T3Request:
+    pieces, params = JOBS[key]
+    conds = engine.conditionals(None, params.exaggeration)
+    return T3Request(
+        key,
+        [engine.t3.text_ids(p) for p in pieces],
+        conds.t3,
+        params,
+        first_chunk_size=FIRST,
+        max_new_tokens=MAX_TOKENS,
+        generator=torch.Generator().manual_seed(params.seed),
+    )
+
+
+@pytest.fixture(scope="module")
+def alone(engine) -> dict[str, list[tuple]]:
+    runs = {}
+    for key, (pieces, params) in JOBS.items():
+        chunks = engine.t3.stream(
+            pieces,
+            engine.conditionals(None, params.exaggeration).t3,
+            params,
+            first_chunk_size=FIRST,
+            max_new_tokens=MAX_TOKENS,
+            generator=torch.Generator().manual_seed(params.seed),
+        )
+        runs[key] = chunk_fields(list(chunks))
+    return runs
+
+
+def run(scheduler: T3Scheduler, out: dict[str, list[TokenChunk]], steps: int | None = None) -> None:
+    n = 0
+    while len(scheduler) and (steps is None or n < steps):
+        result = scheduler.step()
+        assert not result.failed
+        for key, chunk in result.chunks:
+            out.setdefault(key, []).append(chunk)
+        n += 1
+
+
+def test_jobs_joining_and_leaving_mid_batch_chunk_as_they_do_alone(engine, alone) -> None:
+    scheduler = T3Scheduler(engine.model.t3)
+    out: dict[str, list[TokenChunk]] = {}
+    scheduler.submit(request(engine, "two-pieces"))
+    run(scheduler, out, steps=3)
+    scheduler.submit(request(engine, "no-cfg"))
+    scheduler.submit(request(engine, "fixed"))
+    run(scheduler, out)
+    for key in JOBS:
+        assert chunk_fields(out[key]) == alone[key], key
+        assert out[key][-1].final and sum(c.final for c in out[key]) == 1
+    # Token accounting: the fixed-length job sampled exactly its bound, and every chunk's start is the
+    # count of valid tokens before it.
+    assert sum(c.generated for c in out["fixed"]) == MAX_TOKENS
+    for chunks in out.values():
+        assert [c.start for c in chunks] == [sum(len(d.tokens) for d in chunks[:i]) for i in range(len(chunks))]
+    assert scheduler.batch.mask is None and not scheduler.requests and not scheduler.waiting
+
+
+def test_one_prefill_per_step_admits_a_crowd_over_several_steps(engine) -> None:
+    scheduler = T3Scheduler(engine.model.t3, prefills_per_step=1)
+    for key in JOBS:
+        scheduler.submit(request(engine, key))
+    sizes = []
+    for _ in range(3):
+        scheduler.step()
+        sizes.append(len(scheduler.batch))
+    assert sizes == [1, 2, 3]
+
+
+def test_a_cancelled_job_leaves_without_disturbing_the_others(engine, alone) -> None:
+    scheduler = T3Scheduler(engine.model.t3, prefills_per_step=3)
+    out: dict[str, list[TokenChunk]] = {}
+    for key in JOBS:
+        scheduler.submit(request(engine, key))
+    run(scheduler, out, steps=5)
+    assert scheduler.cancel("no-cfg")
+    assert not scheduler.cancel("no-cfg")  # already gone
+    cut = len(out.get("no-cfg", []))
+    run(scheduler, out)
+    assert len(out.get("no-cfg", [])) == cut  # nothing after the cancel
+    assert chunk_fields(out.get("no-cfg", [])) == alone["no-cfg"][:cut]
+    for key in ("two-pieces", "fixed"):
+        assert chunk_fields(out[key]) == alone[key], key
+
+
+def test_a_failing_prefill_fails_only_its_own_job(engine, alone) -> None:
+    scheduler = T3Scheduler(engine.model.t3, prefills_per_step=2)
+    out: dict[str, list[TokenChunk]] = {}
+    scheduler.submit(request(engine, "fixed"))
+    broken = request(engine, "no-cfg")
+    broken.pieces = [torch.tensor([[10**6]])]  # an id far outside the text vocabulary
+    scheduler.submit(broken)
+    result = scheduler.step()
+    assert [key for key, _ in result.failed] == ["no-cfg"]
+    assert "prefill" in result.failed[0][1]
+    for key, chunk in result.chunks:
+        out.setdefault(key, []).append(chunk)
+    run(scheduler, out)
+    assert chunk_fields(out["fixed"]) == alone["fixed"]
+    assert "no-cfg" not in out
