@@ -2,15 +2,33 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 from chatterbox.models.s3gen import S3Gen
 
-from engine.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO, flow_mels
+from engine.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO, flow_mels_batch
 from engine.hift_stream import HOP, HiftStream
 from engine.noise import NoiseTape
 
 SAMPLES_PER_TOKEN = TOKEN_MEL_RATIO * HOP  # 960
+
+
+class FlowWork(NamedTuple):
+    """One stream's flow call for one push: the window of tokens and where its frames go."""
+
+    stream: S3GenStream
+    window: list[int]  # empty: no new frames are final yet, so no flow call
+    first: int  # absolute mel frame of the window's first token
+    target: int  # mel frames final once this push is done
+    drop: int  # look-ahead tokens the decoder leaves out
+    final: bool
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """Works of one shape run through the flow as one batch."""
+        return (len(self.window), self.drop, self.stream.prompt_frames)
 
 
 class S3GenStream:
@@ -20,6 +38,9 @@ class S3GenStream:
     tokens not yet emitted. Of a non-final chunk's frames, those of the last 3 tokens (look-ahead) and
     of `holdback` more tokens are not emitted: with full attention, frames near the right edge still
     move as tokens arrive. Emitted frames are never recomputed. The final chunk flushes every token.
+
+    `push` does one chunk alone. A worker serving many streams splits it: `plan` each stream's chunk,
+    run the flow once for all plans of one shape (`run_flow`), then `finish` each.
     """
 
     def __init__(self, s3gen: S3Gen, ref: dict, seed: int, *, left: int, holdback: int, hift_context: int):
@@ -31,6 +52,7 @@ class S3GenStream:
         self.mel_emitted = 0  # frames
         self.samples_emitted = 0
         n_prompt = ref["prompt_feat"].shape[1]
+        self.prompt_frames = n_prompt
         self.prompt_noise = NoiseTape(seed, 80, block=max(n_prompt, 1)).read(0, n_prompt)
         self.noise = NoiseTape(seed + 2, 80, block=500)
         self.hift = HiftStream(s3gen.mel2wav, seed + 3, context=hift_context)
@@ -39,26 +61,41 @@ class S3GenStream:
 
     def push(self, tokens: list[int], final: bool) -> np.ndarray:
         """Add valid speech tokens; return the audio (float32 at 24 kHz) that is now final."""
+        work = self.plan(tokens, final)
+        return self.finish(work, run_flow([work])[0] if work.window else None)
+
+    def _window(self, n: int, final: bool) -> tuple[int, int]:
+        """(first token of the flow window, mel frames final) once the stream holds n tokens."""
+        stable_tokens = n if final else n - LOOKAHEAD_TOKENS - self.holdback
+        return max(0, self.mel_emitted // TOKEN_MEL_RATIO - self.left), max(stable_tokens, 0) * TOKEN_MEL_RATIO
+
+    def shape(self, new_tokens: int, final: bool) -> tuple[int, int, int] | None:
+        """The shape `plan` would give for this many more tokens, without taking them; None: no flow call."""
+        n = len(self.tokens) + new_tokens
+        ctx, target = self._window(n, final)
+        if target <= self.mel_emitted:
+            return None
+        return (n - ctx, 0 if final else LOOKAHEAD_TOKENS, self.prompt_frames)
+
+    def plan(self, tokens: list[int], final: bool) -> FlowWork:
         if self.finished:
             raise RuntimeError("stream already finished")
         self.tokens.extend(tokens)
-        n = len(self.tokens)
-        stable_tokens = n if final else n - LOOKAHEAD_TOKENS - self.holdback
-        target = max(stable_tokens, 0) * TOKEN_MEL_RATIO
+        ctx, target = self._window(len(self.tokens), final)
+        window = self.tokens[ctx:] if target > self.mel_emitted else []
+        drop = 0 if final else LOOKAHEAD_TOKENS
+        return FlowWork(self, window, ctx * TOKEN_MEL_RATIO, target, drop, final)
+
+    def finish(self, work: FlowWork, frames: torch.Tensor | None) -> np.ndarray:
+        """Emit the plan's final frames (from the flow's output for its window) through HiFT."""
         mel = torch.zeros(1, 80, 0)
-        if target > self.mel_emitted:
-            ctx = max(0, self.mel_emitted // TOKEN_MEL_RATIO - self.left)
-            window = torch.tensor([self.tokens[ctx:]], dtype=torch.long)
-            first = ctx * TOKEN_MEL_RATIO
-            noise = self.noise.read(first, n * TOKEN_MEL_RATIO)
-            drop = 0 if final else LOOKAHEAD_TOKENS
-            frames = flow_mels(self.s3gen.flow, self.ref, window, self.prompt_noise, noise, drop_tokens=drop)
-            mel = frames[:, :, self.mel_emitted - first : target - first]
-            self.mel_emitted = target
-        audio = self.hift.push(mel, final) if (mel.shape[2] or final) else np.zeros(0, np.float32)
+        if frames is not None:
+            mel = frames[:, :, self.mel_emitted - work.first : work.target - work.first]
+            self.mel_emitted = work.target
+        audio = self.hift.push(mel, work.final) if (mel.shape[2] or work.final) else np.zeros(0, np.float32)
         audio = self._fade_in(audio)
         self.samples_emitted += len(audio)
-        self.finished = final
+        self.finished = work.final
         return audio
 
     def _fade_in(self, audio: np.ndarray) -> np.ndarray:
@@ -71,6 +108,23 @@ class S3GenStream:
         audio = audio.copy()
         audio[:n] *= fade[start : start + n]
         return audio
+
+
+def run_flow(works: list[FlowWork]) -> list[torch.Tensor]:
+    """One flow call for plans of one shape (and one model); each row (1, 80, frames) to its `finish`."""
+    if len({w.shape for w in works}) != 1 or not works[0].window:
+        raise ValueError("run_flow takes non-empty plans of one shape")
+    streams = [w.stream for w in works]
+    n = len(works[0].window)
+    frames = flow_mels_batch(
+        streams[0].s3gen.flow,
+        [s.ref for s in streams],
+        torch.tensor([w.window for w in works], dtype=torch.long),
+        [s.prompt_noise for s in streams],
+        [s.noise.read(w.first, w.first + n * TOKEN_MEL_RATIO) for s, w in zip(streams, works, strict=True)],
+        drop_tokens=works[0].drop,
+    )
+    return list(frames.split(1))
 
 
 def offline(s3gen: S3Gen, ref: dict, tokens: list[int], seed: int) -> np.ndarray:

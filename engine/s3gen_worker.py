@@ -1,8 +1,10 @@
 """`python -m engine.s3gen_worker --slot NAME --device cuda:N|cpu`: token chunks → 24 kHz audio.
 
 Pulls token chunks from the slot's T3 worker, keeps one S3GenStream per job, and publishes audio
-chunks, then `done`, on the results channel with the client's id as topic. Audio chunks are numbered
-1, 2, … per attempt; a token chunk out of order ends the job with `gap` rather than skipping audio.
+chunks, then `done`, on the results channel with the client's id as topic. With many jobs at once it
+vocodes the most urgent first, coalescing and batching as engine.s3gen_jobs decides. Audio chunks
+are numbered 1, 2, … per attempt; a token chunk out of order ends the job with `gap` rather than
+skipping audio.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -31,7 +32,8 @@ from broker.protocol import (
 )
 from broker.sockets import make_socket
 from engine.metrics import Metrics
-from engine.s3gen_stream import S3GenStream
+from engine.s3gen_jobs import JobState, Pass, next_pass
+from engine.s3gen_stream import run_flow
 from engine.synthesizer import SAMPLE_RATE, Engine
 from engine.worker_link import BrokerLink
 from engine.worker_main import WorkerConfig, ready_message, run_worker
@@ -40,19 +42,12 @@ log = logging.getLogger(__name__)
 MAX_JOBS_PER_CAPACITY = 4  # per-job state kept at most: queued chunks of finished jobs drain first
 
 
-@dataclass(slots=True)
-class JobState:
-    stream: S3GenStream
-    client: str
-    attempt: int
-    accepted_at: float
-    generation: int
-    metrics: Metrics
-    next_seq: int = 1  # token chunk expected next
-    audio_seq: int = 0  # audio chunks published
-
-
 class S3GenWorker:
+    """One loop: read every token chunk that has arrived into its job's queue, then vocode the most
+    urgent job's queued chunks in one pass (coalesced up to `coalesce_tokens`), batched through the
+    flow with other jobs whose windows have the same shape. Under load no stream starves, and each
+    flow call carries more tokens and more streams."""
+
     def __init__(self, config: WorkerConfig, engine: Engine, ctx: zmq.Context, stop: threading.Event) -> None:
         self.config = config
         self.engine = engine
@@ -75,27 +70,33 @@ class S3GenWorker:
         poller.register(self.link.inbound, zmq.POLLIN)
         try:
             while not self.stop.is_set():
-                events = dict(poller.poll(200))
-                if self.link.inbound in events:
+                poller.poll(0 if any(s.queue for s in self.jobs.values()) else 200)
+                while self.link.inbound.poll(0):
                     msg, _ = self.link.receive()
                     if isinstance(msg, Cancel):
                         self._drop(msg.job, "cancelled")
-                if self.pipe in events:
-                    frames = self.pipe.recv_multipart(copy=False)
-                    try:
-                        msg, bulk = self.codec.decode([f.buffer for f in frames])
-                    except ProtocolError as exc:
-                        log.warning("dropped a malformed chunk: %s", exc)
-                        continue
-                    if isinstance(msg, Abort):
-                        self._drop(msg.job, "aborted by T3")
-                    elif isinstance(msg, Tokens):
-                        self.on_tokens(msg, bulk)
+                while self.pipe.poll(0):
+                    self._take(self.pipe.recv_multipart(copy=False))
                 self._drop_stale()
+                worker = self.config.worker
+                group = next_pass(self.jobs, worker.coalesce_tokens, worker.flow_batch)
+                if group:
+                    self._vocode(group)
         finally:
             self.link.stop()
             self.pipe.close()
             self.results.close()
+
+    def _take(self, frames: list) -> None:
+        try:
+            msg, bulk = self.codec.decode([f.buffer for f in frames])
+        except ProtocolError as exc:
+            log.warning("dropped a malformed chunk: %s", exc)
+            return
+        if isinstance(msg, Abort):
+            self._drop(msg.job, "aborted by T3")
+        elif isinstance(msg, Tokens):
+            self.on_tokens(msg, bulk)
 
     def _drop(self, job: str, why: str) -> None:
         if self.jobs.pop(job, None) is not None:
@@ -108,6 +109,7 @@ class S3GenWorker:
             del self.jobs[job]
 
     def on_tokens(self, msg: Tokens, bulk: list) -> None:
+        """Queue a token chunk on its job (opening the job on its first chunk)."""
         if self.link.is_cancelled(msg.job):
             self.jobs.pop(msg.job, None)
             return
@@ -121,19 +123,12 @@ class S3GenWorker:
             if msg.seq != state.next_seq:
                 raise ProtocolError(f"token chunk {msg.seq} arrived, {state.next_seq} expected")
             state.next_seq += 1
-            self._vocode(msg, state, np.frombuffer(bulk[0], dtype=np.int32))
+            state.queue.append((msg, np.frombuffer(bulk[0], dtype=np.int32)))
         except ProtocolError as exc:
             self.jobs.pop(msg.job, None)
             self._publish(
                 msg.client, Error(job=msg.job, code="gap", message=str(exc), attempt=msg.attempt, slot=self.slot)
             )
-        except Exception as exc:
-            log.exception("job %s failed", msg.job)
-            self.jobs.pop(msg.job, None)
-            error = Error(
-                job=msg.job, code="internal", message=f"S3Gen failed: {exc}", attempt=msg.attempt, slot=self.slot
-            )
-            self._publish(msg.client, error)
 
     def _open(self, msg: Tokens, bulk: list) -> JobState:
         if msg.seq != 1 or not msg.reference:
@@ -157,39 +152,70 @@ class S3GenWorker:
             accepted_at=msg.accepted_at,
             generation=self.link.generation,
             metrics=Metrics(weights=self.engine.weights),
+            streaming=msg.stream,
         )
         self.jobs[msg.job] = state
         return state
 
-    def _vocode(self, msg: Tokens, state: JobState, tokens: np.ndarray) -> None:
+    def _vocode(self, group: list[Pass]) -> None:
         started = time.monotonic()
-        pcm = state.stream.push(tokens.tolist(), msg.final)
-        pcm = self.engine.watermarker.apply(pcm, SAMPLE_RATE)
+        works = []
+        for _, state, chunks in group:
+            del state.queue[: len(chunks)]
+            tokens = np.concatenate([t for _, t in chunks])
+            works.append(state.stream.plan(tokens.tolist(), chunks[-1][0].final))
+        try:
+            flowing = [w for w in works if w.window]
+            mels = iter(run_flow(flowing) if flowing else [])
+        except Exception as exc:
+            for job, state, chunks in group:
+                self._fail(job, state, chunks[0][0], exc)
+            return
+        for (job, state, chunks), work in zip(group, works, strict=True):
+            try:
+                pcm = state.stream.finish(work, next(mels) if work.window else None)
+                pcm = self.engine.watermarker.apply(pcm, SAMPLE_RATE)
+            except Exception as exc:
+                self._fail(job, state, chunks[0][0], exc)
+                continue
+            self._emit(job, state, chunks, pcm, started)
+
+    def _fail(self, job: str, state: JobState, msg: Tokens, exc: Exception) -> None:
+        log.error("job %s failed in S3Gen", job, exc_info=exc)
+        self.jobs.pop(job, None)
+        error = Error(job=job, code="internal", message=f"S3Gen failed: {exc}", attempt=msg.attempt, slot=self.slot)
+        self._publish(state.client, error)
+
+    def _emit(self, job: str, state: JobState, chunks: list, pcm: np.ndarray, started: float) -> None:
         ended = time.monotonic()
+        msg, last = chunks[0][0], chunks[-1][0]
         metrics = state.metrics
-        metrics.tokens_generated += msg.generated
-        metrics.valid_tokens += len(tokens)
-        if len(pcm) or msg.final:
+        metrics.tokens_generated += sum(m.generated for m, _ in chunks)
+        tokens = sum(len(t) for _, t in chunks)
+        metrics.valid_tokens += tokens
+        if len(pcm) or last.final:
+            if state.first_audio_at is None:
+                state.first_audio_at = ended
             metrics.add_audio(len(pcm), SAMPLE_RATE, ended - state.accepted_at)
             state.audio_seq += 1
             audio = Audio(
-                job=msg.job,
+                job=job,
                 attempt=msg.attempt,
                 slot=self.slot,
                 seq=state.audio_seq,
-                final=msg.final,
-                tokens=len(tokens),
+                final=last.final,
+                tokens=tokens,
                 sample_rate=SAMPLE_RATE,
                 metrics=metrics,
-                t3_span=msg.span,
+                t3_span=Span(msg.span.start, last.span.end),
                 s3gen_span=Span(started, ended),
             )
             pcm = np.ascontiguousarray(pcm, dtype=np.float32)
-            self._publish(msg.client, audio, memoryview(pcm).cast("B"))
-        if msg.final:
-            del self.jobs[msg.job]
-            done = Done(job=msg.job, attempt=msg.attempt, slot=self.slot, chunks=state.audio_seq, metrics=metrics)
-            self._publish(msg.client, done)
+            self._publish(state.client, audio, memoryview(pcm).cast("B"))
+        if last.final:
+            del self.jobs[job]
+            done = Done(job=job, attempt=msg.attempt, slot=self.slot, chunks=state.audio_seq, metrics=metrics)
+            self._publish(state.client, done)
 
     def _publish(self, topic: str, msg: object, *bulk) -> None:
         self.results.send_multipart([topic.encode(), *self.codec.encode(msg, *bulk)], copy=False)

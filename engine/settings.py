@@ -68,8 +68,18 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     slot: str = "cpu0"
     # The slot's PUSH/PULL endpoint; S3Gen binds it, T3 connects. Empty: an ipc socket named after the slot.
     pipe: str = ""
-    # Jobs the slot takes at once; reported to the broker, which dispatches against it.
+    # Jobs the slot takes at once; reported to the broker, which dispatches against it. T3 decodes
+    # them as one batch; S3Gen interleaves their chunks.
     capacity: int = 1
+    # New prompts T3 prefills before each decoding step: more lets a crowd start sooner, fewer keeps
+    # the running streams' step time steady.
+    prefills_per_step: int = 1
+    # S3Gen vocodes a job's queued token chunks (all but its first) in one pass up to this many tokens:
+    # under load each flow call then re-runs the voice prompt and context once for more new tokens.
+    coalesce_tokens: int = 200
+    # Most jobs S3Gen runs through the flow in one call when their token windows have the same shape
+    # (1: one job per call).
+    flow_batch: int = 8
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:

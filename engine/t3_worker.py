@@ -1,9 +1,9 @@
-"""`python -m engine.t3_worker --slot NAME --device cuda:N|cpu`: text → speech-token chunks.
+"""`python -m engine.t3_worker --slot NAME --device cuda:N|cpu [--capacity N]`: text → speech-token chunks.
 
-Takes jobs from the broker, runs the streaming T3 loop, and pushes each token chunk down the slot's
-pipe to its S3Gen worker, the voice reference riding along with the first chunk. While S3Gen vocodes
-chunk N, this process is already sampling chunk N+1. A cancel (or a broker that forgot the job)
-stops sampling within one token step.
+Takes jobs from the broker, decodes all of them together (T3Scheduler: continuous batching), and
+pushes each token chunk down the slot's pipe to its S3Gen worker, the voice reference riding along
+with a job's first chunk. While S3Gen vocodes chunk N, this process is already sampling chunk N+1.
+A cancel (or a broker that forgot the job) takes the job out of the batch within one token step.
 """
 
 from __future__ import annotations
@@ -11,16 +11,20 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
+from dataclasses import dataclass
 
 import msgspec
 import numpy as np
 import torch
 import zmq
 
-from broker.protocol import Abort, Cancel, Codec, Failed, Job, Span, Tokens, array_frame
+from broker.protocol import Abort, Codec, Failed, Job, Span, Tokens, array_frame
 from broker.sockets import make_socket
 from engine.errors import InvalidInput
 from engine.synthesizer import Engine
+from engine.t3_scheduler import T3Scheduler
+from engine.t3_stream import TokenChunk
 from engine.worker_link import BrokerLink
 from engine.worker_main import WorkerConfig, ready_message, run_worker
 
@@ -43,7 +47,27 @@ def reference_frames(ref: dict) -> tuple[list, list]:
     return specs, frames
 
 
+@dataclass(slots=True)
+class Running:
+    """A job the T3 scheduler holds: what its chunks' headers need, and what was sent of it."""
+
+    job: Job
+    accepted: float
+    generation: int
+    seed: int
+    specs: list
+    ref_frames: list
+    sent: int = 0  # token chunks queued for S3Gen
+
+
 class T3Worker:
+    """One loop: take jobs and cancels, one batched T3 step for every running job, push its chunks.
+
+    Jobs join the batch at step boundaries (continuous batching) up to the slot's capacity, which the
+    broker honours. Chunks wait in an outbox when the pipe to S3Gen is full; T3 then stops stepping
+    (back-pressure) but still takes cancels.
+    """
+
     def __init__(self, config: WorkerConfig, engine: Engine, ctx: zmq.Context, stop: threading.Event) -> None:
         self.config = config
         self.engine = engine
@@ -52,83 +76,127 @@ class T3Worker:
         self.link = BrokerLink(ctx, config.broker, ready_message("t3", config, engine))
         self.pipe = make_socket(ctx, zmq.PUSH, hwm=PIPE_HWM)
         self.pipe.connect(config.worker.pipe_address())
+        self.scheduler = T3Scheduler(engine.model.t3, prefills_per_step=config.worker.prefills_per_step)
+        self.running: dict[str, Running] = {}
+        self.outbox: deque[tuple[str, list]] = deque()  # (job, frames) waiting for room in the pipe
 
     def run(self) -> None:
         self.link.start()
         log.info(
-            "slot %s: T3 ready on %s (weights %s)", self.config.worker.slot, self.engine.device, self.engine.weights
-        )
+            "slot %s: T3 ready on %s (weights %s, capacity %d)",
+            self.config.worker.slot, self.engine.device, self.engine.weights, self.config.worker.capacity,
+        )  # fmt: skip
+        poller = zmq.Poller()
+        poller.register(self.link.inbound, zmq.POLLIN)
         try:
             while not self.stop.is_set():
-                if not self.link.inbound.poll(200):
-                    continue
-                msg, bulk = self.link.receive()
-                if isinstance(msg, Job):
-                    self.run_job(msg, bytes(bulk[0]) if msg.has_reference and bulk else None)
-                elif isinstance(msg, Cancel):
-                    pass  # recorded by the link; matters only while its job runs
+                busy = len(self.scheduler) and not self.outbox
+                poller.register(self.pipe, zmq.POLLOUT if self.outbox else 0)
+                poller.poll(0 if busy else 200)
+                self._take_messages()
+                self._reap()
+                if self._flush() and len(self.scheduler):
+                    self._step()
         finally:
+            for key in list(self.running):
+                self._end(key)
+            deadline = time.monotonic() + 1.0
+            while self.outbox and time.monotonic() < deadline and self.pipe.poll(100, zmq.POLLOUT):
+                self._flush()
             self.link.stop()
             self.pipe.close()
 
-    def run_job(self, job: Job, reference: bytes | None) -> None:
-        accepted = time.monotonic()
-        generation = self.link.generation
+    def _take_messages(self) -> None:
+        while self.link.inbound.poll(0):
+            msg, bulk = self.link.receive()
+            if isinstance(msg, Job):
+                self._accept(msg, bytes(bulk[0]) if msg.has_reference and bulk else None)
+            # A Cancel is recorded by the link; _reap acts on it.
 
-        def should_stop() -> bool:
-            return self.stop.is_set() or self.link.is_cancelled(job.job) or self.link.generation != generation
-
-        sent, finished = 0, False
+    def _accept(self, job: Job, reference: bytes | None) -> None:
+        if job.job in self.running:
+            self._end(job.job)  # a new attempt of the same job supersedes the old one
         try:
             pieces, params, seed = self.engine.prepare(job.text, job.params)
             conds = self.engine.conditionals(reference, params.exaggeration)
             first = params.first_chunk_size or self.engine.settings.first_chunk_size
             if not job.stream:
                 params, first = msgspec.structs.replace(params, chunk_size=WHOLE), WHOLE
-            specs, ref_frames = reference_frames(conds.gen)
-            for chunk in self.engine.token_chunks(pieces, conds, params, seed, first, should_stop):
-                header = Tokens(
-                    job=job.job,
-                    client=job.client,
-                    attempt=job.attempt,
-                    seq=chunk.seq,
-                    final=chunk.final,
-                    generated=chunk.generated,
-                    seed=seed,
-                    accepted_at=accepted,
-                    span=Span(chunk.t_start, chunk.t_end),
-                    stream=job.stream,
-                    reference=specs if chunk.seq == 1 else [],
-                )
-                tokens = np.asarray(chunk.tokens, dtype=np.int32)
-                bulk = [memoryview(tokens).cast("B"), *(ref_frames if chunk.seq == 1 else [])]
-                if not self._push(header, bulk, should_stop):
-                    break
-                sent += 1
-                finished = chunk.final
+            request = self.engine.t3_request(job.job, pieces, conds, params, seed, first)
         except InvalidInput as exc:
-            self.link.send(
-                Failed(job=job.job, attempt=job.attempt, code="invalid_input", message=str(exc), field=exc.field)
-            )
+            failed = Failed(job=job.job, attempt=job.attempt, code="invalid_input", message=str(exc), field=exc.field)
+            self.link.send(failed)
+            return
         except Exception as exc:
             log.exception("job %s failed", job.job)
             self.link.send(Failed(job=job.job, attempt=job.attempt, code="internal", message=f"T3 failed: {exc}"))
-        cancelled = self.link.cancelled_at(job.job)
-        if cancelled is not None and not finished:
-            log.info("job %s stopped %.3f s after its cancel arrived", job.job, time.monotonic() - cancelled)
-        if sent and not finished:
-            # S3Gen holds state for this job; tell it to drop it (best effort: it may be gone).
-            deadline = time.monotonic() + 1.0
-            self._push(Abort(job=job.job), [], lambda: time.monotonic() > deadline)
+            return
+        specs, ref_frames = reference_frames(conds.gen)
+        self.running[job.job] = Running(job, time.monotonic(), self.link.generation, seed, specs, ref_frames)
+        self.scheduler.submit(request)
 
-    def _push(self, header: object, bulk: list, should_stop) -> bool:
-        """Send to S3Gen, waiting while its queue is full, but never past a cancel."""
-        frames = self.codec.encode(header, *bulk)
-        while not should_stop():
-            if self.pipe.poll(100, zmq.POLLOUT):
-                self.pipe.send_multipart(frames, copy=False)
-                return True
-        return False
+    def _reap(self) -> None:
+        """Stop jobs that were cancelled, or begun under a broker registration since replaced."""
+        generation = self.link.generation
+        for key, r in list(self.running.items()):
+            if self.stop.is_set() or self.link.is_cancelled(key) or r.generation != generation:
+                self._end(key)
+
+    def _end(self, key: str) -> None:
+        """Take a job out of the batch at a step boundary; S3Gen drops its state on the Abort."""
+        r = self.running.pop(key)
+        self.scheduler.cancel(key)
+        cancelled = self.link.cancelled_at(key)
+        if cancelled is not None:
+            log.info("job %s stopped %.3f s after its cancel arrived", key, time.monotonic() - cancelled)
+        self.outbox = deque(item for item in self.outbox if item[0] != key)
+        if r.sent:
+            self.outbox.append((key, self.codec.encode(Abort(job=key))))
+
+    def _step(self) -> None:
+        result = self.scheduler.step()
+        for key, reason in result.failed:
+            r = self.running.pop(key)
+            log.error("job %s failed: %s", key, reason)
+            self.link.send(Failed(job=key, attempt=r.job.attempt, code="internal", message=reason))
+            if r.sent:
+                self.outbox.append((key, self.codec.encode(Abort(job=key))))
+        for key, chunk in result.chunks:
+            r = self.running[key]
+            self.outbox.append((key, self._encode(r, chunk)))
+            r.sent += 1
+            if chunk.final:
+                del self.running[key]
+        self._flush()
+
+    def _encode(self, r: Running, chunk: TokenChunk) -> list:
+        job = r.job
+        first = chunk.seq == 1
+        header = Tokens(
+            job=job.job,
+            client=job.client,
+            attempt=job.attempt,
+            seq=chunk.seq,
+            final=chunk.final,
+            generated=chunk.generated,
+            seed=r.seed,
+            accepted_at=r.accepted,
+            span=Span(chunk.t_start, chunk.t_end),
+            stream=job.stream,
+            reference=r.specs if first else [],
+        )
+        tokens = np.asarray(chunk.tokens, dtype=np.int32)
+        return self.codec.encode(header, memoryview(tokens).cast("B"), *(r.ref_frames if first else []))
+
+    def _flush(self) -> bool:
+        """Hand queued chunks to S3Gen without blocking; False while some still wait for room."""
+        while self.outbox:
+            try:
+                self.pipe.send_multipart(self.outbox[0][1], zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return False
+            self.outbox.popleft()
+        return True
 
 
 def main(argv: list[str] | None = None) -> int:
