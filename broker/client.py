@@ -214,18 +214,21 @@ class AsyncClient:
             async for chunk in chunks:
                 yield chunk
 
-    async def _next(self, channel: _Channel) -> tuple[object, list]:
+    async def _next(self, channel: _Channel, queued: bool = False) -> tuple[object, list]:
+        # Before its first result a job may wait in the broker's queue, which ends it by itself after
+        # queue_timeout: silence is only a fault past that.
+        limit = self.chunk_timeout + (self.settings.queue_timeout if queued else 0.0)
         try:
-            return await asyncio.wait_for(channel.queue.get(), self.chunk_timeout)
+            return await asyncio.wait_for(channel.queue.get(), limit)
         except TimeoutError:
-            raise JobError("timeout", f"nothing from the server for {self.chunk_timeout:g} s") from None
+            raise JobError("timeout", f"nothing from the server for {limit:g} s") from None
 
     async def _chunks(self, job: str, channel: _Channel, started: float) -> AsyncIterator[Chunk]:
         ended = False
         try:
             expected, attempt = 1, None
             while True:
-                msg, frames = await self._next(channel)
+                msg, frames = await self._next(channel, queued=attempt is None)
                 if isinstance(msg, Accepted):
                     continue
                 if isinstance(msg, Error):
