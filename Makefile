@@ -2,7 +2,7 @@
 PY := .venv/bin/python
 STAMP := .venv/.installed
 
-.PHONY: demo serve test bench lint fmt clean
+.PHONY: demo serve test bench bench-throughput lint fmt clean
 STACK := . deploy/stack-env.sh &&
 SUPERVISORD := .venv/bin/supervisord -c supervisord.conf
 SUPERVISORCTL := .venv/bin/supervisorctl -c supervisord.conf
@@ -42,6 +42,10 @@ serve: $(STAMP) $(BUNDLE)
 # The harness: starts its own stack; results and plots land in bench/results/. ARGS="--url ..." etc.
 bench: $(STAMP)
 	$(PY) -m bench $(ARGS)
+
+# One slot at capacity 1 vs batched (default 1,8) at concurrency 1,4,8,16, in one run.
+bench-throughput: $(STAMP)
+	$(PY) -m bench.throughput $(ARGS)
 
 test: $(STAMP) $(BUNDLE)
 	deploy/install-system-deps.sh chromium

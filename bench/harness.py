@@ -29,6 +29,7 @@ from bench.stack import Stack
 from broker.client import Client
 from engine.checkpoint import resolve
 from engine.params import SynthesisParams
+from engine.settings import WorkerSettings
 from gateway import client as sse
 
 TEXTS = [
@@ -52,6 +53,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--tokens", type=int, default=80, help="max_new_tokens per request")
     ap.add_argument("--chunk-size", type=int, default=50)
     ap.add_argument("--slots", type=int, default=1, help="slots to start (GPUs: one per GPU)")
+    ap.add_argument("--capacity", type=int, default=WorkerSettings().capacity,
+                    help="jobs per slot at once (default %(default)s; bench.throughput compares)")  # fmt: skip
     ap.add_argument("--device", default=os.environ.get("CHATTERBOX_DEVICE", "cpu"),
                     help="cpu, cuda (slot i on GPU i) or cuda:N")  # fmt: skip
     ap.add_argument("--worker-threads", type=int, default=0, help="per worker; 0: half the cores on a CPU")
@@ -91,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
         threads = args.worker_threads or (max(1, (os.cpu_count() or 2) // 2) if cpu else 0)
         slots = tuple(f"b{i}" for i in range(args.slots))
         workdir = Path(tempfile.mkdtemp(prefix="bench-"))
-        stack = Stack(workdir, checkpoint.path, slots, threads=threads, device=args.device)
+        stack = Stack(workdir, checkpoint.path, slots, threads=threads, capacity=args.capacity, device=args.device)
         url, local = stack.add_gateway(), True
     later = [c for c in args.levels if c > 1]
     per_level = {c: max(c, args.requests) for c in later}
@@ -150,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         checkpoint=checkpoint_label,
         device=args.device if stack is not None else "remote",
         slots=health.get("live_slots", 0),
+        capacity=args.capacity if stack is not None else 0,
         tokens=args.tokens,
         texts=texts,
         valid_token_share=valid_share(by["sse"] + by["zmq"]),

@@ -1,8 +1,9 @@
-"""PNG plots of a BenchResult: one stream's T3/S3Gen timeline, latency and RTF against concurrency."""
+"""PNG plots of bench results: one stream's T3/S3Gen timeline, latency, RTF and throughput against concurrency."""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
 
@@ -11,6 +12,9 @@ import matplotlib.pyplot as plt
 
 from bench.load import StreamRecord
 from bench.report import BenchResult
+
+if TYPE_CHECKING:
+    from bench.throughput import ThroughputResult
 
 
 def _title(result: BenchResult) -> str:
@@ -77,4 +81,28 @@ def rtf(result: BenchResult, path: Path) -> None:
     other.set_ylim(bottom=0)
     handles = ax.get_legend_handles_labels()[0] + other.get_legend_handles_labels()[0]
     ax.legend(handles=handles, fontsize=7, loc="upper left")
+    _save(fig, path)
+
+
+def throughput(result: ThroughputResult, path: Path) -> None:
+    """Aggregate throughput and first-audio p95 against concurrency, one line per slot capacity."""
+    xs = sorted({lv.concurrency for run in result.runs for lv in run.levels})
+    where = result.machine.gpu or f"{result.machine.cores}-core CPU"
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, ylabel in ((left, "audio s per wall s (all streams)"), (right, "first audio p95 (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("concurrent streams")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    for run in result.runs:
+        levels = run.levels
+        label = f"capacity {run.capacity}"
+        left.plot([lv.concurrency for lv in levels], [lv.audio_per_wall for lv in levels], marker="o", label=label)
+        firsts = [lv for lv in levels if lv.first_audio_p95 is not None]
+        right.plot([lv.concurrency for lv in firsts], [lv.first_audio_p95 for lv in firsts], marker="o", label=label)
+    left.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
+    left.legend(fontsize=8)
+    fig.suptitle(f"One slot, capacity 1 vs batched — {where}, weights {result.weights}", fontsize=10)
     _save(fig, path)

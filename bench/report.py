@@ -58,6 +58,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     pipelined_vs_sequential: Comparison | None
     regular_vs_streaming: Comparison | None
     records: list[StreamRecord]
+    capacity: int = 1  # jobs per slot at once; 0: a running server's, not known here
 
 
 def level(records: list[StreamRecord], concurrency: int, wall: float) -> Level:
@@ -119,7 +120,8 @@ def markdown(result: BenchResult, plots: dict[str, str]) -> str:
         "",
         f"Checkpoint `{r.checkpoint}`, **weights {r.weights}**"
         + (" (the audio is noise; compute is real)" if r.weights == "random" else "")
-        + f", device {r.device}, {r.slots} slot(s), max_new_tokens {r.tokens}, {len(r.texts)} texts.",
+        + f", device {r.device}, {r.slots} slot(s) of capacity {r.capacity or 'as configured'}, "
+        f"max_new_tokens {r.tokens}, {len(r.texts)} texts.",
     ]
     if r.valid_token_share is not None:
         lines.append(f"Valid speech tokens among T3's raw tokens: {100 * r.valid_token_share:.0f}%.")

@@ -110,6 +110,7 @@ class Stack:
         slots: tuple[str, ...] = ("a",),
         *,
         threads: int = 1,
+        capacity: int = 1,
         env: dict[str, str] | None = None,
         device: str = "cpu",
         **broker: object,
@@ -122,6 +123,7 @@ class Stack:
             "CHATTERBOX_CHECKPOINT": checkpoint,
             "CHATTERBOX_WATERMARK": "false",
             "CHATTERBOX_THREADS": str(threads),  # per process; a slot's two processes share the cores
+            "CHATTERBOX_WORKER_CAPACITY": str(capacity),  # explicit: tests rely on theirs
             "HF_HUB_OFFLINE": "1",
             **(env or {}),
         }

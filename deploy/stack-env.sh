@@ -18,3 +18,7 @@ export CHATTERBOX_THREADS=${CHATTERBOX_THREADS:-0}
 export CHATTERBOX_ROOT=${CHATTERBOX_ROOT:-$(pwd)}
 export HF_HUB_DISABLE_PROGRESS_BARS=${HF_HUB_DISABLE_PROGRESS_BARS:-1}
 mkdir -p "$CHATTERBOX_ROOT/logs"
+# Streams per slot at once (batched T3, batched S3Gen): the aim on a GPU is 32, each faster than real time.
+if [ -z "${CHATTERBOX_WORKER_CAPACITY:-}" ]; then
+    if [ "$CHATTERBOX_DEVICE" = cpu ]; then export CHATTERBOX_WORKER_CAPACITY=8; else export CHATTERBOX_WORKER_CAPACITY=32; fi
+fi

@@ -69,8 +69,9 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # The slot's PUSH/PULL endpoint; S3Gen binds it, T3 connects. Empty: an ipc socket named after the slot.
     pipe: str = ""
     # Jobs the slot takes at once; reported to the broker, which dispatches against it. T3 decodes
-    # them as one batch; S3Gen interleaves their chunks.
-    capacity: int = 1
+    # them as one batch; S3Gen interleaves and batches their chunks. 8 doubled throughput on a 2-core
+    # CPU (README); deploy/stack-env.sh sets 32 on a GPU.
+    capacity: int = 8
     # New prompts T3 prefills before each decoding step: more lets a crowd start sooner, fewer keeps
     # the running streams' step time steady.
     prefills_per_step: int = 1

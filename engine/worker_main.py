@@ -31,7 +31,7 @@ def parse(role: str, argv: list[str] | None, doc: str | None) -> WorkerConfig:
     p.add_argument("--slot", help="slot name, shared by the slot's T3 and S3Gen workers (default cpu0)")
     p.add_argument("--device", help="cuda:N or cpu (default CHATTERBOX_DEVICE, else cpu)")
     p.add_argument("--pipe", help="the slot's T3 → S3Gen endpoint (default an ipc socket named after the slot)")
-    p.add_argument("--capacity", type=int, help="jobs the slot takes at once (default 1)")
+    p.add_argument("--capacity", type=int, help="jobs the slot takes at once (default 8)")
     p.add_argument("--broker-host", help="where the broker runs (default 127.0.0.1)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s %(levelname)s {role}: %(message)s")

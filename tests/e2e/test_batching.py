@@ -34,12 +34,8 @@ STAGGER = 1.5  # seconds between the jobs' starts: each joins a batch already de
 
 @pytest.fixture(scope="module")
 def stack(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    env = {
-        "CHATTERBOX_WORKER_CAPACITY": str(CAPACITY),
-        "CHATTERBOX_WORKER_COALESCE_TOKENS": "0",
-        "CHATTERBOX_DTYPE": "float32",
-    }
-    s = Stack(tmp_path_factory.mktemp("batch-stack"), str(checkpoint_dir), slots=("a",), env=env)
+    env = {"CHATTERBOX_WORKER_COALESCE_TOKENS": "0", "CHATTERBOX_DTYPE": "float32"}
+    s = Stack(tmp_path_factory.mktemp("batch-stack"), str(checkpoint_dir), slots=("a",), capacity=CAPACITY, env=env)
     yield s
     s.stop()
     print(s.logs())
