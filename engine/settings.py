@@ -72,9 +72,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # them as one batch; S3Gen interleaves and batches their chunks. 8 doubled throughput on a 2-core
     # CPU (README); deploy/stack-env.sh sets 32 on a GPU.
     capacity: int = 8
-    # New prompts T3 prefills before each decoding step: more lets a crowd start sooner, fewer keeps
-    # the running streams' step time steady.
-    prefills_per_step: int = 1
+    # Prompt positions T3 prefills before each batched decoding step (a new job's prompt is split over
+    # steps, so the running streams are never stalled for a whole prefill); more lets a new job start
+    # sooner, fewer keeps the running streams' step time steady.
+    prefill_chunk: int = 32
     # S3Gen vocodes a job's queued token chunks (all but its first) in one pass up to this many tokens:
     # under load each flow call then re-runs the voice prompt and context once for more new tokens.
     coalesce_tokens: int = 200

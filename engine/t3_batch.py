@@ -1,9 +1,10 @@
 """Many T3 streams decoded together: one transformer forward per step for every active stream.
 
-Continuous batching at step boundaries: `add` prefills a stream alone and merges its KV cache into the
-batch (left-padded, masked); `remove` drops its rows; `step` samples one token per stream, each with
-its own sampling parameters, CFG rows and torch.Generator (so a seeded stream samples the same tokens
-alone or in a batch), then runs one forward for all of them. Model code only: no sockets, no threads.
+Continuous batching at step boundaries: `add` (or `begin`, then `prefill` in parts) prefills a stream
+alone and merges its KV cache into the batch (left-padded, masked); `remove` drops its rows; `step`
+samples one token per stream, each with its own sampling parameters, CFG rows and torch.Generator (so a
+seeded stream samples the same tokens alone or in a batch), then runs one forward for all of them.
+Model code only: no sockets, no threads.
 """
 
 from __future__ import annotations
@@ -36,6 +37,10 @@ class BatchStream:
         self.length = 0  # real (unpadded) positions in its KV cache
         self.seen: torch.Tensor | None = None
         self.logits: torch.Tensor | None = None  # (rows, vocab) for the next sample
+        # While its prompt is prefilled in parts: the prompt's embeddings, its own cache, positions done.
+        self.prompt: torch.Tensor | None = None
+        self.cache: DynamicCache | None = None
+        self.prefilled = 0
         self.penalty = RepetitionPenaltyLogitsProcessor(penalty=float(params.repetition_penalty))
         self.min_p = MinPLogitsWarper(min_p=params.min_p)
         self.top_p = TopPLogitsWarper(top_p=params.top_p)
@@ -70,9 +75,14 @@ class T3Batch:
     def __len__(self) -> int:
         return len(self.streams)
 
-    @torch.inference_mode()
     def add(self, stream: BatchStream, text_ids: torch.Tensor, cond: T3Cond) -> None:
-        """Prefill one stream alone (its prompt length is its own), then join the batch."""
+        """Prefill one stream's whole prompt alone (its length is its own), then join the batch."""
+        self.begin(stream, text_ids, cond)
+        self.prefill(stream, None)
+
+    @torch.inference_mode()
+    def begin(self, stream: BatchStream, text_ids: torch.Tensor, cond: T3Cond) -> None:
+        """Embed a stream's prompt; `prefill` then runs it, in parts if asked, before it joins."""
         t3 = self.t3
         hp = t3.hp
         ids = text_ids.expand(stream.rows, -1)
@@ -81,14 +91,31 @@ class T3Batch:
             t3_cond=cond, text_tokens=ids, speech_tokens=start, cfg_weight=stream.params.cfg_weight
         )
         bos = t3.speech_emb(start[:1]) + t3.speech_pos_emb.get_fixed_embedding(0)
-        embeds = torch.cat([embeds, bos.expand(stream.rows, -1, -1)], dim=1)
-        cache = DynamicCache()
-        hidden = t3.tfmr(inputs_embeds=embeds, past_key_values=cache, use_cache=True).last_hidden_state
-        stream.logits = t3.speech_head(hidden[:, -1, :])
+        stream.prompt = torch.cat([embeds, bos.expand(stream.rows, -1, -1)], dim=1)
+        stream.cache = DynamicCache()
+        stream.prefilled = 0
         stream.seen = start[:1].clone()
-        stream.length = embeds.shape[1]
-        own = [(layer.keys, layer.values) for layer in cache.layers]
-        own_mask = torch.ones(stream.rows, stream.length, dtype=torch.long, device=t3.device)
+
+    @torch.inference_mode()
+    def prefill(self, stream: BatchStream, positions: int | None) -> bool:
+        """Run up to `positions` more prompt positions (None: all); once the prompt is done the stream
+        joins the batch and this returns True. Parts let a long prompt share the time of several
+        decode steps instead of stalling the running streams for all of it at once."""
+        assert stream.prompt is not None and stream.cache is not None
+        end = stream.prompt.shape[1] if positions is None else min(stream.prefilled + positions, stream.prompt.shape[1])
+        part = stream.prompt[:, stream.prefilled : end]
+        hidden = self.t3.tfmr(inputs_embeds=part, past_key_values=stream.cache, use_cache=True).last_hidden_state
+        stream.prefilled = end
+        if end < stream.prompt.shape[1]:
+            return False
+        stream.logits = self.t3.speech_head(hidden[:, -1, :])
+        stream.length = end
+        self._join(stream, [(layer.keys, layer.values) for layer in stream.cache.layers])
+        stream.prompt, stream.cache = None, None
+        return True
+
+    def _join(self, stream: BatchStream, own: list[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        own_mask = torch.ones(stream.rows, stream.length, dtype=torch.long, device=self.t3.device)
         if not self.streams:
             self.layers, self.mask = own, own_mask
         else:
@@ -160,10 +187,6 @@ class T3Batch:
             s.length += 1
             row += s.rows
         return sampled
-
-
-def _stack(batch: torch.Tensor, new: torch.Tensor, width: int) -> torch.Tensor:
-    return torch.cat([_left_pad(batch, width), _left_pad(new, width)])
 
 
 def _left_pad(x: torch.Tensor, width: int) -> torch.Tensor:

@@ -2,8 +2,9 @@
 
 A job is decoded piece by piece (a long text's sentences), each piece a BatchStream with the job's one
 generator, exactly as T3Streamer.stream runs them alone, so a seeded job's chunks do not depend on who
-else is in the batch. At most `prefills_per_step` prompts are prefilled before each decoding step: a
-crowd of new jobs joins over several steps instead of stalling the running streams for all of them.
+else is in the batch. Before each decoding step at most `prefill_chunk` positions of one waiting prompt
+are prefilled (the whole prompt when nobody is decoding): a new job, or a crowd of them, joins over
+several steps while the running streams keep sampling one token per step.
 Model code only: the T3 worker owns the sockets and calls `step()` in its loop.
 """
 
@@ -46,6 +47,7 @@ class T3Request:
         self.generator = generator
         self.chunker = TokenChunker(first_chunk_size, params.chunk_size)
         self.piece = 0  # index of the piece being decoded (or waiting for its prefill)
+        self.stream: BatchStream | None = None  # the piece's stream while its prompt is prefilled
 
     @property
     def last_piece(self) -> bool:
@@ -58,9 +60,9 @@ class StepResult(msgspec.Struct):
 
 
 class T3Scheduler:
-    def __init__(self, t3: T3, prefills_per_step: int = 1) -> None:
+    def __init__(self, t3: T3, prefill_chunk: int = 32) -> None:
         self.t3 = t3
-        self.prefills_per_step = prefills_per_step
+        self.prefill_chunk = prefill_chunk
         self.batch = T3Batch(t3)
         self.waiting: deque[T3Request] = deque()  # prefills not yet done: new jobs, jobs' next pieces
         self.requests: dict[str, T3Request] = {}
@@ -89,13 +91,15 @@ class T3Scheduler:
         return True
 
     def step(self) -> StepResult:
-        """Admit up to `prefills_per_step` waiting prompts, then sample one token for every stream."""
+        """Prefill part of the first waiting prompt, then sample one token for every running stream."""
         result = StepResult(chunks=[], failed=[])
-        for _ in range(min(self.prefills_per_step, len(self.waiting))):
-            request = self.waiting.popleft()
+        if self.waiting:
+            request = self.waiting[0]
             try:
-                self._prefill(request)
+                if self._prefill(request, self.prefill_chunk if len(self.batch) else None):
+                    self.waiting.popleft()
             except Exception as exc:  # this prompt failed (bad conditionals, out of memory): only its job
+                self.waiting.popleft()
                 del self.requests[request.key]
                 result.failed.append((request.key, f"T3 prefill failed: {exc}"))
         if not len(self.batch):
@@ -127,6 +131,12 @@ class T3Scheduler:
                 self.waiting.appendleft(request)  # a running job's next sentence before new jobs
         return result
 
-    def _prefill(self, request: T3Request) -> None:
-        stream = BatchStream(request.key, request.params, request.max_new_tokens, request.generator)
-        self.batch.add(stream, request.pieces[request.piece], request.cond)
+    def _prefill(self, request: T3Request, positions: int | None) -> bool:
+        """True once the request's current piece has joined the batch."""
+        if request.stream is None:
+            request.stream = BatchStream(request.key, request.params, request.max_new_tokens, request.generator)
+            self.batch.begin(request.stream, request.pieces[request.piece], request.cond)
+        if not self.batch.prefill(request.stream, positions):
+            return False
+        request.stream = None
+        return True

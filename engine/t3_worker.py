@@ -76,7 +76,7 @@ class T3Worker:
         self.link = BrokerLink(ctx, config.broker, ready_message("t3", config, engine))
         self.pipe = make_socket(ctx, zmq.PUSH, hwm=PIPE_HWM)
         self.pipe.connect(config.worker.pipe_address())
-        self.scheduler = T3Scheduler(engine.model.t3, prefills_per_step=config.worker.prefills_per_step)
+        self.scheduler = T3Scheduler(engine.model.t3, prefill_chunk=config.worker.prefill_chunk)
         self.running: dict[str, Running] = {}
         self.outbox: deque[tuple[str, list]] = deque()  # (job, frames) waiting for room in the pipe
 

@@ -65,7 +65,7 @@ def run(scheduler: T3Scheduler, out: dict[str, list[TokenChunk]], steps: int | N
 
 
 def test_jobs_joining_and_leaving_mid_batch_chunk_as_they_do_alone(engine, alone) -> None:
-    scheduler = T3Scheduler(engine.model.t3)
+    scheduler = T3Scheduler(engine.model.t3, prefill_chunk=8)  # prompts join over several steps
     out: dict[str, list[TokenChunk]] = {}
     scheduler.submit(request(engine, "two-pieces"))
     run(scheduler, out, steps=3)
@@ -83,19 +83,35 @@ def test_jobs_joining_and_leaving_mid_batch_chunk_as_they_do_alone(engine, alone
     assert scheduler.batch.mask is None and not scheduler.requests and not scheduler.waiting
 
 
-def test_one_prefill_per_step_admits_a_crowd_over_several_steps(engine) -> None:
-    scheduler = T3Scheduler(engine.model.t3, prefills_per_step=1)
-    for key in JOBS:
-        scheduler.submit(request(engine, key))
-    sizes = []
-    for _ in range(3):
+def test_a_new_prompt_is_prefilled_in_parts_while_the_others_keep_sampling(engine) -> None:
+    scheduler = T3Scheduler(engine.model.t3, prefill_chunk=8)
+    scheduler.submit(request(engine, "fixed"))
+    scheduler.step()  # nobody is decoding yet: the whole prompt at once, then its first token
+    (running,) = scheduler.batch.streams
+    assert running.steps == 1
+    scheduler.submit(request(engine, "no-cfg"))
+    joining = scheduler.requests["no-cfg"]
+    prompt = None
+    for step in range(2, MAX_TOKENS):
         scheduler.step()
-        sizes.append(len(scheduler.batch))
-    assert sizes == [1, 2, 3]
+        assert running.steps == step  # one token for the running stream every step
+        if joining.stream is None:
+            break
+        prompt = joining.stream.prompt.shape[1]
+        assert joining.stream.prefilled == 8 * (step - 1)  # 8 more prompt positions per step
+    assert prompt is not None and prompt > 8
+    assert [s.key for s in scheduler.batch.streams] == ["fixed", "no-cfg"]
+    assert step - 1 == -(-prompt // 8)  # joined after ceil(prompt / 8) steps
+    # A job cancelled halfway through its prefill leaves nothing behind.
+    scheduler.submit(request(engine, "two-pieces"))
+    scheduler.step()
+    assert scheduler.requests["two-pieces"].stream.prefilled == 8
+    assert scheduler.cancel("two-pieces")
+    assert not scheduler.waiting and [s.key for s in scheduler.batch.streams] == ["fixed", "no-cfg"]
 
 
 def test_a_cancelled_job_leaves_without_disturbing_the_others(engine, alone) -> None:
-    scheduler = T3Scheduler(engine.model.t3, prefills_per_step=3)
+    scheduler = T3Scheduler(engine.model.t3)
     out: dict[str, list[TokenChunk]] = {}
     for key in JOBS:
         scheduler.submit(request(engine, key))
@@ -111,17 +127,19 @@ def test_a_cancelled_job_leaves_without_disturbing_the_others(engine, alone) -> 
 
 
 def test_a_failing_prefill_fails_only_its_own_job(engine, alone) -> None:
-    scheduler = T3Scheduler(engine.model.t3, prefills_per_step=2)
+    scheduler = T3Scheduler(engine.model.t3)
     out: dict[str, list[TokenChunk]] = {}
     scheduler.submit(request(engine, "fixed"))
     broken = request(engine, "no-cfg")
     broken.pieces = [torch.tensor([[10**6]])]  # an id far outside the text vocabulary
     scheduler.submit(broken)
-    result = scheduler.step()
-    assert [key for key, _ in result.failed] == ["no-cfg"]
-    assert "prefill" in result.failed[0][1]
-    for key, chunk in result.chunks:
-        out.setdefault(key, []).append(chunk)
-    run(scheduler, out)
+    failed = []
+    while len(scheduler):
+        result = scheduler.step()
+        failed += result.failed
+        for key, chunk in result.chunks:
+            out.setdefault(key, []).append(chunk)
+    assert [key for key, _ in failed] == ["no-cfg"]
+    assert "prefill" in failed[0][1]
     assert chunk_fields(out["fixed"]) == alone["fixed"]
     assert "no-cfg" not in out
