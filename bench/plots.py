@@ -41,13 +41,17 @@ def timeline(record: StreamRecord, result: BenchResult, path: Path) -> None:
 def _by_concurrency(xs: list[int], ylabel: str, title: str):
     """A figure with concurrency on a log2 x axis; the caller plots, then calls _save."""
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    _concurrency_axis(ax, xs, ylabel)
+    ax.set_title(title, fontsize=9)
+    return fig, ax
+
+
+def _concurrency_axis(ax, xs: list[int], ylabel: str) -> None:
     ax.set_xscale("log", base=2)
     ax.set_xticks(xs, [str(x) for x in xs])
     ax.set_xlabel("concurrent streams")
     ax.set_ylabel(ylabel)
-    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    return fig, ax
 
 
 def _save(fig, path: Path) -> None:
@@ -89,12 +93,8 @@ def throughput(result: ThroughputResult, path: Path) -> None:
     xs = sorted({lv.concurrency for run in result.runs for lv in run.levels})
     where = result.machine.gpu or f"{result.machine.cores}-core CPU"
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, ylabel in ((left, "audio s per wall s (all streams)"), (right, "first audio p95 (s)")):
-        ax.set_xscale("log", base=2)
-        ax.set_xticks(xs, [str(x) for x in xs])
-        ax.set_xlabel("concurrent streams")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3)
+    _concurrency_axis(left, xs, "audio s per wall s (all streams)")
+    _concurrency_axis(right, xs, "first audio p95 (s)")
     for run in result.runs:
         levels = run.levels
         label = f"capacity {run.capacity}"

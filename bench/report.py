@@ -109,7 +109,8 @@ def valid_share(records: list[StreamRecord]) -> float | None:
     return sum(r.valid_tokens for r in records if r.error is None) / generated if generated else None
 
 
-def _f(x: float | None, unit: str = "", digits: int = 2) -> str:
+def fmt(x: float | None, unit: str = "", digits: int = 2) -> str:
+    """A figure for a Markdown table; — when it is missing."""
     return "—" if x is None else f"{x:.{digits}f}{unit}"
 
 
@@ -132,8 +133,8 @@ def markdown(result: BenchResult, plots: dict[str, str]) -> str:
     ]
     for lv in r.levels:
         lines.append(
-            f"| {lv.concurrency} | {lv.requests} | {lv.errors} | {_f(lv.first_audio_p50, ' s')} "
-            f"| {_f(lv.first_audio_p95, ' s')} | {_f(lv.rtf_p50)} | {_f(lv.rtf_p95)} | {_f(lv.audio_per_wall)} |"
+            f"| {lv.concurrency} | {lv.requests} | {lv.errors} | {fmt(lv.first_audio_p50, ' s')} "
+            f"| {fmt(lv.first_audio_p95, ' s')} | {fmt(lv.rtf_p50)} | {fmt(lv.rtf_p95)} | {fmt(lv.audio_per_wall)} |"
         )
     errors: dict[str, int] = {}
     for rec in r.records:
@@ -147,8 +148,8 @@ def markdown(result: BenchResult, plots: dict[str, str]) -> str:
     lines += [
         "",
         "Per chunk, vocoder → client: SSE p50 "
-        f"{_f(t.sse_p50, ' ms')} (p95 {_f(t.sse_p95, ' ms')}), ZeroMQ client p50 {_f(t.zmq_p50, ' ms')} "
-        f"(p95 {_f(t.zmq_p95, ' ms')}); the gateway adds {_f(t.gateway_added_p50, ' ms')}.",
+        f"{fmt(t.sse_p50, ' ms')} (p95 {fmt(t.sse_p95, ' ms')}), ZeroMQ client p50 {fmt(t.zmq_p50, ' ms')} "
+        f"(p95 {fmt(t.zmq_p95, ' ms')}); the gateway adds {fmt(t.gateway_added_p50, ' ms')}.",
         "",
         "| comparison (same texts and seeds, alternating) | first audio | | ratio | RTF | | ratio |",
         "|---|---|---|---|---|---|---|",
@@ -156,8 +157,8 @@ def markdown(result: BenchResult, plots: dict[str, str]) -> str:
     for c in (r.pipelined_vs_sequential, r.regular_vs_streaming):
         if c is not None:
             lines.append(
-                f"| {c.a} vs {c.b} | {_f(c.a_first_audio, ' s')} | {_f(c.b_first_audio, ' s')} "
-                f"| {_f(c.first_audio_ratio)} | {_f(c.a_rtf)} | {_f(c.b_rtf)} | {_f(c.rtf_ratio)} |"
+                f"| {c.a} vs {c.b} | {fmt(c.a_first_audio, ' s')} | {fmt(c.b_first_audio, ' s')} "
+                f"| {fmt(c.first_audio_ratio)} | {fmt(c.a_rtf)} | {fmt(c.b_rtf)} | {fmt(c.rtf_ratio)} |"
             )
     lines += [
         "",

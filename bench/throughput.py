@@ -22,7 +22,7 @@ from tqdm import tqdm
 from bench.harness import TEXTS
 from bench.load import StreamRecord, at_concurrency, sse_stream
 from bench.machine import Machine, this_machine
-from bench.report import Level, level
+from bench.report import Level, fmt, level
 from bench.stack import Stack
 from engine.checkpoint import resolve
 from engine.params import SynthesisParams
@@ -140,10 +140,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _f(x: float | None, unit: str = "", digits: int = 2) -> str:
-    return "—" if x is None else f"{x:.{digits}f}{unit}"
-
-
 def markdown(r: ThroughputResult, plot: str) -> str:
     lines = [
         f"# Throughput {r.date} — {r.machine.describe()}",
@@ -162,9 +158,9 @@ def markdown(r: ThroughputResult, plot: str) -> str:
         for lv in run.levels:
             gain = r.gain(run.capacity, lv.concurrency)
             lines.append(
-                f"| {run.capacity} | {lv.concurrency} | {lv.errors} | {_f(lv.audio_per_wall)} | {_f(gain, '×')} "
-                f"| {_f(lv.first_audio_p50, ' s')} | {_f(lv.first_audio_p95, ' s')} | {_f(lv.rtf_p50)} "
-                f"| {_f(lv.rtf_p95)} |"
+                f"| {run.capacity} | {lv.concurrency} | {lv.errors} | {fmt(lv.audio_per_wall)} | {fmt(gain, '×')} "
+                f"| {fmt(lv.first_audio_p50, ' s')} | {fmt(lv.first_audio_p95, ' s')} | {fmt(lv.rtf_p50)} "
+                f"| {fmt(lv.rtf_p95)} |"
             )
     errors = {rec.error for run in r.runs for rec in run.records if rec.error}
     if errors:
