@@ -28,12 +28,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tokens", type=int, default=100, help="raw T3 tokens per run (max_new_tokens)")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=5)
+    ap.add_argument("--first-chunk-size", type=int, default=None, help="default: the engine's setting")
+    ap.add_argument("--chunk-size", type=int, default=50)
     args = ap.parse_args(argv)
     engine = Engine(EngineSettings.from_env())
     warm = SynthesisParams(seed=1, max_new_tokens=20)
     list(engine.stream(TEXT, warm))
     engine.synthesize(TEXT, warm)
-    params = SynthesisParams(seed=args.seed, max_new_tokens=args.tokens)
+    params = SynthesisParams(
+        seed=args.seed, max_new_tokens=args.tokens, first_chunk_size=args.first_chunk_size, chunk_size=args.chunk_size
+    )
     rows = []
     for rep in range(args.reps):
         chunks = list(engine.stream(TEXT, params))
@@ -58,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0] if rows[0][k] is not None}
+    # This host's speed drifts run to run; the spread of the per-rep ratio shows how far to trust it.
+    spread = {"rtf_ratio_min": min(r["rtf_ratio"] for r in rows), "rtf_ratio_max": max(r["rtf_ratio"] for r in rows)}
     s = engine.settings
     result = {
         "machine": cpu_name(),
@@ -67,17 +73,20 @@ def main(argv: list[str] | None = None) -> int:
         "weights": engine.weights,
         "tokens": args.tokens,
         "reps": args.reps,
-        "first_chunk_size": s.first_chunk_size,
+        "first_chunk_size": params.first_chunk_size or s.first_chunk_size,
         "chunk_size": params.chunk_size,
         "flow_left_tokens": s.flow_left_tokens,
         "flow_holdback_tokens": s.flow_holdback_tokens,
         "prompt_tokens": int(engine.model.conds.gen["prompt_token"].shape[1]),
         "median": med,
+        "spread": spread,
     }
     print(
         f"{result['machine']} ({result['cores']} threads, {result['dtype']}, {result['weights']} weights): "
         f"first audio streaming {med['stream_first']:.2f} s vs regular {med['regular_first']:.2f} s; "
-        f"RTF streaming {med['stream_rtf']:.2f} vs regular {med['regular_rtf']:.2f} (ratio {med['rtf_ratio']:.3f})",
+        f"RTF streaming {med['stream_rtf']:.2f} vs regular {med['regular_rtf']:.2f} "
+        f"(ratio {med['rtf_ratio']:.3f}, per rep "
+        f"{spread['rtf_ratio_min']:.3f}-{spread['rtf_ratio_max']:.3f}); {med['chunks']:.0f} chunks",
         file=sys.stderr,
     )
     print(msgspec.json.encode(result).decode())
