@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=5)
     ap.add_argument("--first-chunk-size", type=int, default=None, help="default: the engine's setting")
-    ap.add_argument("--chunk-size", type=int, default=50)
+    ap.add_argument("--chunk-size", type=int, default=SynthesisParams().chunk_size)
     args = ap.parse_args(argv)
     engine = Engine(EngineSettings.from_env())
     warm = SynthesisParams(seed=1, max_new_tokens=20)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 # Distance buckets in milliseconds from the nearest chunk edge.
@@ -11,7 +13,7 @@ BUCKETS_MS = ((0, 20), (20, 80), (80, 200), (200, 10**9))
 def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
     err = float(np.sum((reference.astype(np.float64) - test) ** 2))
     sig = float(np.sum(reference.astype(np.float64) ** 2))
-    return float("inf") if err == 0 else 10 * np.log10(sig / err)
+    return float("inf") if err == 0 else 10 * math.log10(sig / err)
 
 
 def snr_by_edge_distance(
