@@ -16,7 +16,7 @@ import numpy as np
 from engine.metrics import Metrics
 from engine.params import SynthesisParams
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: T3 tells S3Gen its load (Load)
 SAMPLE_RATE = 24000
 
 Role = Literal["t3", "s3gen"]
@@ -164,6 +164,13 @@ class Abort(msgspec.Struct, tag="abort", kw_only=True):
     job: str
 
 
+class Load(msgspec.Struct, tag="load", kw_only=True):
+    """T3 → S3Gen, whenever it changes: the jobs T3 is decoding. While T3 has none, its share of the
+    machine is idle and S3Gen may use it."""
+
+    running: int
+
+
 # -- S3Gen / broker → client (results channel, topic = client id) ---------------------------------
 
 
@@ -220,6 +227,7 @@ Message = (
     | Failed
     | Tokens
     | Abort
+    | Load
     | Accepted
     | Audio
     | Done

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import zmq
 
-from broker.protocol import Abort, Codec, Failed, Job, Span, Tokens, array_frame
+from broker.protocol import Abort, Codec, Failed, Job, Load, Span, Tokens, array_frame
 from broker.sockets import make_socket
 from engine.errors import InvalidInput
 from engine.synthesizer import Engine
@@ -79,6 +79,7 @@ class T3Worker:
         self.scheduler = T3Scheduler(engine.model.t3, prefill_chunk=config.worker.prefill_chunk)
         self.running: dict[str, Running] = {}
         self.outbox: deque[tuple[str, list]] = deque()  # (job, frames) waiting for room in the pipe
+        self.load_sent: int | None = None  # running jobs last reported to S3Gen
 
     def run(self) -> None:
         self.link.start()
@@ -95,6 +96,7 @@ class T3Worker:
                 poller.poll(0 if busy else 200)
                 self._take_messages()
                 self._reap()
+                self._report_load()
                 if self._flush() and len(self.scheduler):
                     self._step()
         finally:
@@ -153,6 +155,14 @@ class T3Worker:
         if r.sent:
             self.outbox.append((key, self.codec.encode(Abort(job=key))))
 
+    def _report_load(self) -> None:
+        """Tell S3Gen how many jobs T3 holds whenever that changes (and once at start), in order with
+        the chunks: once the last job's final chunk is out, S3Gen may use T3's idle cores."""
+        running = len(self.running)
+        if running != self.load_sent:
+            self.outbox.append(("", self.codec.encode(Load(running=running))))
+            self.load_sent = running
+
     def _step(self) -> None:
         result = self.scheduler.step()
         for key, reason in result.failed:
@@ -167,6 +177,7 @@ class T3Worker:
             r.sent += 1
             if chunk.final:
                 del self.running[key]
+        self._report_load()
         self._flush()
 
     def _encode(self, r: Running, chunk: TokenChunk) -> list:
