@@ -2,9 +2,10 @@
 
 Pulls token chunks from the slot's T3 worker, keeps one S3GenStream per job, and publishes audio
 chunks, then `done`, on the results channel with the client's id as topic. With many jobs at once it
-vocodes the most urgent first, coalescing and batching as engine.s3gen_jobs decides. Audio chunks
-are numbered 1, 2, … per attempt; a token chunk out of order ends the job with `gap` rather than
-skipping audio.
+vocodes the most urgent first, coalescing and batching as engine.s3gen_jobs decides. Passes run on
+lane threads while this loop keeps reading chunks and cancels: one lane while T3 decodes, more while
+T3 reports no job (its cores are idle then). Audio chunks are numbered 1, 2, … per attempt; a token
+chunk out of order ends the job with `gap` rather than skipping audio.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -25,6 +27,7 @@ from broker.protocol import (
     Codec,
     Done,
     Error,
+    Load,
     ProtocolError,
     Span,
     Tokens,
@@ -32,21 +35,22 @@ from broker.protocol import (
 )
 from broker.sockets import make_socket
 from engine.metrics import Metrics
-from engine.s3gen_jobs import JobState, Pass, next_pass
-from engine.s3gen_stream import run_flow
+from engine.s3gen_jobs import JobState, Pass, next_pass, take, vocode
 from engine.synthesizer import SAMPLE_RATE, Engine
 from engine.worker_link import BrokerLink
 from engine.worker_main import WorkerConfig, ready_message, run_worker
 
 log = logging.getLogger(__name__)
 MAX_JOBS_PER_CAPACITY = 4  # per-job state kept at most: queued chunks of finished jobs drain first
+LANE_POLL_MS = 5  # how often the loop looks for finished passes while one runs
 
 
 class S3GenWorker:
-    """One loop: read every token chunk that has arrived into its job's queue, then vocode the most
-    urgent job's queued chunks in one pass (coalesced up to `coalesce_tokens`), batched through the
-    flow with other jobs whose windows have the same shape. Under load no stream starves, and each
-    flow call carries more tokens and more streams."""
+    """One loop: read every token chunk that has arrived into its job's queue, collect finished
+    passes and publish their audio, then start the most urgent job's queued chunks on a free lane
+    (coalesced up to `coalesce_tokens`, batched through the flow with other jobs whose windows have
+    the same shape). Under load no stream starves, and each flow call carries more tokens and more
+    streams; once T3 is idle a second lane vocodes another job on T3's cores."""
 
     def __init__(self, config: WorkerConfig, engine: Engine, ctx: zmq.Context, stop: threading.Event) -> None:
         self.config = config
@@ -61,16 +65,27 @@ class S3GenWorker:
         self.results.connect(config.broker.connect(config.broker.results_in_port))
         self.jobs: OrderedDict[str, JobState] = OrderedDict()
         self.max_jobs = max(config.worker.capacity, 1) * MAX_JOBS_PER_CAPACITY
+        self.idle_lanes = config.worker.idle_lanes or (2 if engine.device == "cpu" else 1)
+        self.lanes = ThreadPoolExecutor(self.idle_lanes, thread_name_prefix="s3gen-pass")
+        self.passes: dict[Future, list[Pass]] = {}  # under way on a lane
+        self.t3_running: int | None = None  # jobs T3 reported; unknown counts as busy
+
+    def free_lanes(self) -> int:
+        return (self.idle_lanes if self.t3_running == 0 else 1) - len(self.passes)
 
     def run(self) -> None:
         self.link.start()
-        log.info("slot %s: S3Gen ready on %s (weights %s)", self.slot, self.engine.device, self.engine.weights)
+        log.info(
+            "slot %s: S3Gen ready on %s (weights %s, %d lanes while T3 is idle)",
+            self.slot, self.engine.device, self.engine.weights, self.idle_lanes,
+        )  # fmt: skip
         poller = zmq.Poller()
         poller.register(self.pipe, zmq.POLLIN)
         poller.register(self.link.inbound, zmq.POLLIN)
         try:
             while not self.stop.is_set():
-                poller.poll(0 if any(s.queue for s in self.jobs.values()) else 200)
+                startable = self.free_lanes() > 0 and any(s.queue and not s.busy for s in self.jobs.values())
+                poller.poll(0 if startable else LANE_POLL_MS if self.passes else 200)
                 while self.link.inbound.poll(0):
                     msg, _ = self.link.receive()
                     if isinstance(msg, Cancel):
@@ -78,11 +93,16 @@ class S3GenWorker:
                 while self.pipe.poll(0):
                     self._take(self.pipe.recv_multipart(copy=False))
                 self._drop_stale()
+                self._collect()
                 worker = self.config.worker
-                group = next_pass(self.jobs, worker.coalesce_tokens, worker.flow_batch)
-                if group:
-                    self._vocode(group)
+                while self.free_lanes() > 0:
+                    group = next_pass(self.jobs, worker.coalesce_tokens, worker.flow_batch)
+                    if not group:
+                        break
+                    take(group)
+                    self.passes[self.lanes.submit(vocode, group, self.engine.watermarker)] = group
         finally:
+            self.lanes.shutdown(wait=False, cancel_futures=True)
             self.link.stop()
             self.pipe.close()
             self.results.close()
@@ -95,6 +115,8 @@ class S3GenWorker:
             return
         if isinstance(msg, Abort):
             self._drop(msg.job, "aborted by T3")
+        elif isinstance(msg, Load):
+            self.t3_running = msg.running
         elif isinstance(msg, Tokens):
             self.on_tokens(msg, bulk)
 
@@ -157,28 +179,19 @@ class S3GenWorker:
         self.jobs[msg.job] = state
         return state
 
-    def _vocode(self, group: list[Pass]) -> None:
-        started = time.monotonic()
-        works = []
-        for _, state, chunks in group:
-            del state.queue[: len(chunks)]
-            tokens = np.concatenate([t for _, t in chunks])
-            works.append(state.stream.plan(tokens.tolist(), chunks[-1][0].final))
-        try:
-            flowing = [w for w in works if w.window]
-            mels = iter(run_flow(flowing) if flowing else [])
-        except Exception as exc:
-            for job, state, chunks in group:
-                self._fail(job, state, chunks[0][0], exc)
-            return
-        for (job, state, chunks), work in zip(group, works, strict=True):
-            try:
-                pcm = state.stream.finish(work, next(mels) if work.window else None)
-                pcm = self.engine.watermarker.apply(pcm, SAMPLE_RATE)
-            except Exception as exc:
-                self._fail(job, state, chunks[0][0], exc)
-                continue
-            self._emit(job, state, chunks, pcm, started)
+    def _collect(self) -> None:
+        """Publish the audio of every pass that is back (or its jobs' failures)."""
+        for future in [f for f in self.passes if f.done()]:
+            group = self.passes.pop(future)
+            started, results = future.result()
+            for (job, state, chunks), result in zip(group, results, strict=True):
+                state.busy = False
+                if self.jobs.get(job) is not state:
+                    continue  # cancelled, aborted or superseded while it was vocoded
+                if isinstance(result, Exception):
+                    self._fail(job, state, chunks[0][0], result)
+                else:
+                    self._emit(job, state, chunks, result, started)
 
     def _fail(self, job: str, state: JobState, msg: Tokens, exc: Exception) -> None:
         log.error("job %s failed in S3Gen", job, exc_info=exc)

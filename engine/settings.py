@@ -82,6 +82,10 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # Most jobs S3Gen runs through the flow in one call when their token windows have the same shape
     # (1: one job per call).
     flow_batch: int = 8
+    # Passes S3Gen vocodes at once, each on its own thread, while its T3 worker has no job: T3's share
+    # of a CPU is idle then, and two passes of different jobs use two cores far better than one pass
+    # on two threads. While T3 decodes, one pass at a time. 0: 2 on a CPU, 1 on a GPU.
+    idle_lanes: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> WorkerSettings:

@@ -1,9 +1,10 @@
 """Many streams on one slot: a broker and one T3 + S3Gen slot of capacity 4 on the generated checkpoint.
 
 Seeded jobs are compared with the same jobs run alone on the same slot. The slot runs in float32 and
-vocodes one token chunk per pass (no coalescing), so a job's audio is a function of its tokens alone
-and "the same tokens" can be checked as "the same samples" (within 1e-4: jobs that share a flow call
-differ from their solo runs by float rounding, ~1e-7; other tokens would differ everywhere).
+vocodes one token chunk per pass (no coalescing; two passes at once on two lanes once T3 is idle), so
+a job's audio is a function of its tokens alone and "the same tokens" can be checked as "the same
+samples" (within 1e-4: jobs that share a flow call differ from their solo runs by float rounding,
+~1e-7; other tokens would differ everywhere).
 """
 
 from __future__ import annotations
@@ -73,6 +74,19 @@ def shared_flow_calls(results: list[dict]) -> int:
     return sum(len(a & b) for i, a in enumerate(starts) for b in starts[i + 1 :])
 
 
+def concurrent_passes(results: list[dict], after: float) -> int:
+    """Pairs of chunks of different jobs whose passes (begun after `after`) ran at the same time in
+    different flow calls."""
+    spans = [{c.s3gen_span for c in r["chunks"] if c.s3gen_span.start > after} for r in results]
+    return sum(
+        a.start != b.start and a.start < b.end and b.start < a.end
+        for i, mine in enumerate(spans)
+        for theirs in spans[i + 1 :]
+        for a in mine
+        for b in theirs
+    )
+
+
 def test_the_slot_reports_its_capacity(client: Client) -> None:
     assert [s.capacity for s in client.stats().slots] == [CAPACITY]
 
@@ -96,6 +110,9 @@ def test_streams_joining_and_leaving_mid_batch_sound_as_they_do_alone(client: Cl
     for earlier, later in itertools.pairwise(batched):
         assert later["chunks"][0].t3_span.start < earlier["chunks"][-1].t3_span.end
     print("chunks vocoded in a flow call shared with another job:", shared_flow_calls(batched))
+    # Once T3 had no job left, S3Gen vocoded two jobs at once on two lanes (separate passes).
+    t3_idle = max(r["chunks"][-1].t3_span.end for r in batched)
+    assert concurrent_passes(batched, after=t3_idle) > 0
 
 
 def test_a_cancel_removes_one_stream_without_disturbing_the_others(client: Client, stack: Stack, alone) -> None:

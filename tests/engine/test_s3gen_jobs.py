@@ -7,7 +7,7 @@ import pytest
 
 from broker.protocol import Span, Tokens
 from engine.metrics import Metrics
-from engine.s3gen_jobs import JobState, next_pass
+from engine.s3gen_jobs import JobState, next_pass, take
 from engine.s3gen_stream import S3GenStream
 
 COALESCE = 30
@@ -72,3 +72,14 @@ def test_jobs_whose_windows_have_the_same_shape_share_a_flow_call(make_job) -> N
     # A window that gives no final frames yet (all look-ahead and hold-back) runs alone.
     jobs = {"tiny": make_job(0.0, [4]), "other": make_job(1.0, [4])}
     assert [job for job, _, _ in next_pass(jobs, COALESCE, flow_batch=4)] == ["tiny"]
+
+
+def test_a_job_being_vocoded_is_not_picked_again_until_its_pass_is_back(make_job) -> None:
+    jobs = {"urgent": make_job(0.0, [12, 20]), "later": make_job(1.0, [12])}
+    group = next_pass(jobs, COALESCE, flow_batch=1)
+    take(group)
+    assert [job for job, _, _ in group] == ["urgent"] and sizes(jobs["urgent"].queue) == [20]
+    # Its next chunk waits (two passes of one job at once would emit its audio out of order).
+    assert [job for job, _, _ in next_pass(jobs, COALESCE, flow_batch=4)] == ["later"]
+    jobs["urgent"].busy = False
+    assert [job for job, _, _ in next_pass(jobs, COALESCE, flow_batch=4)] == ["urgent"]
