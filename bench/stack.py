@@ -129,6 +129,7 @@ class Stack:
         }
         self.broker = Proc(["-m", "broker"], self.env, workdir / "broker.log")
         self.gateways: list[Proc] = []
+        self.health: dict = {}  # the /health body `serve` saw
         self.workers: dict[tuple[str, str], Proc] = {}
         for index, slot in enumerate(slots):
             for role in ("s3gen", "t3"):
@@ -151,6 +152,15 @@ class Stack:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _answers(url), 60, f"gateway at {url}")
         return url
+
+    def serve(self, *gateways: dict[str, str], timeout: float) -> list[str]:
+        """Start one gateway per env; their URLs once the first reports a live slot (its /health body
+        is kept in `health`)."""
+        from gateway.client import wait_healthy
+
+        urls = [self.add_gateway(env) for env in gateways or ({},)]
+        self.health = wait_healthy(urls[0], timeout)
+        return urls
 
     def restart(self, slot: str, role: str) -> None:
         self.workers[slot, role].start()

@@ -26,7 +26,6 @@ from bench.report import Level, fmt, level
 from bench.stack import Stack
 from engine.checkpoint import resolve
 from engine.params import SynthesisParams
-from gateway import client as sse
 
 
 class CapacityRun(msgspec.Struct, kw_only=True):
@@ -93,8 +92,8 @@ def measure(args: argparse.Namespace, checkpoint: str, capacity: int, bar: tqdm)
     records: list[StreamRecord] = []
     levels: list[Level] = []
     try:
-        url = stack.add_gateway()
-        health = sse.wait_healthy(url, 900)
+        (url,) = stack.serve(timeout=900)
+        health = stack.health
         bar.set_postfix_str(f"capacity {capacity}: warming up")
         sse_stream(url, texts[0], -1, SynthesisParams(seed=1, max_new_tokens=12), 1, True)  # lazy init
         n = len(texts)

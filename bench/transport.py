@@ -28,7 +28,6 @@ from broker.client import Client
 from engine.checkpoint import resolve
 from engine.params import SynthesisParams
 from engine.settings import EngineSettings
-from gateway.client import wait_healthy
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,8 +49,7 @@ def main(argv: list[str] | None = None) -> int:
                   threads=args.worker_threads)  # fmt: skip
     rows: list[dict] = []
     try:
-        url = stack.add_gateway()
-        wait_healthy(url, 600)
+        (url,) = stack.serve(timeout=600)
         with Client(stack.settings, chunk_timeout=300) as client:
             sse_stream(url, TEXT, 0, warm, 1, local=True), zmq_stream(client, TEXT, 0, warm)
             inprocess(engine, TEXT, 0, warm)

@@ -33,9 +33,8 @@ LONG = {"max_new_tokens": 600, "first_chunk_size": 8, "chunk_size": 16, "ignore_
 def stack(checkpoint_dir, tmp_path_factory: pytest.TempPathFactory):
     s = Stack(tmp_path_factory.mktemp("gateway-stack"), str(checkpoint_dir), ("g",), max_queue=1)
     try:
-        urls = {"open": s.add_gateway(), "auth": s.add_gateway({"CHATTERBOX_API_KEY": API_KEY})}
-        wait_for(lambda: httpx.get(f"{urls['open']}/health").status_code == 200, LOAD_TIMEOUT, "a live slot", 0.5)
-        yield s, urls
+        open_url, auth_url = s.serve({}, {"CHATTERBOX_API_KEY": API_KEY}, timeout=LOAD_TIMEOUT)
+        yield s, {"open": open_url, "auth": auth_url}
     finally:
         s.stop()
         print(s.logs())

@@ -37,8 +37,7 @@ def stack(checkpoint_dir, tmp_path_factory: pytest.TempPathFactory):
     env = {"CHATTERBOX_MAX_NEW_TOKENS": "60", "CHATTERBOX_FIRST_CHUNK_SIZE": "8"}
     s = Stack(tmp_path_factory.mktemp("browser-stack"), str(checkpoint_dir), ("w",), env=env)
     try:
-        url = s.add_gateway({"CHATTERBOX_GATEWAY_FRONTEND_DIR": str(DIST)})
-        wait_for(lambda: httpx.get(f"{url}/health").status_code == 200, LOAD_TIMEOUT, "a live slot", 0.5)
+        (url,) = s.serve({"CHATTERBOX_GATEWAY_FRONTEND_DIR": str(DIST)}, timeout=LOAD_TIMEOUT)
         yield s, url
     finally:
         s.stop()
