@@ -69,7 +69,7 @@ class WorkerSettings(msgspec.Struct, frozen=True, kw_only=True):
     # The slot's PUSH/PULL endpoint; S3Gen binds it, T3 connects. Empty: an ipc socket named after the slot.
     pipe: str = ""
     # Jobs the slot takes at once; reported to the broker, which dispatches against it. T3 decodes
-    # them as one batch; S3Gen interleaves and batches their chunks. 8 doubled throughput on a 2-core
+    # them as one batch; S3Gen interleaves and batches their chunks. 8 gave 2.8x the throughput on a 2-core
     # CPU (README); deploy/stack-env.sh sets 32 on a GPU.
     capacity: int = 8
     # Prompt positions T3 prefills before each batched decoding step (a new job's prompt is split over
