@@ -66,7 +66,9 @@ class S3GenWorker:
         self.jobs: OrderedDict[str, JobState] = OrderedDict()
         self.max_jobs = max(config.worker.capacity, 1) * MAX_JOBS_PER_CAPACITY
         self.idle_lanes = config.worker.idle_lanes or (2 if engine.device == "cpu" else 1)
-        self.lanes = ThreadPoolExecutor(self.idle_lanes, thread_name_prefix="s3gen-pass")
+        self.lanes = ThreadPoolExecutor(
+            self.idle_lanes, thread_name_prefix="s3gen-pass", initializer=use_device, initargs=(engine.device,)
+        )
         self.passes: dict[Future, list[Pass]] = {}  # under way on a lane
         self.t3_running: int | None = None  # jobs T3 reported; unknown counts as busy
 
@@ -232,6 +234,14 @@ class S3GenWorker:
 
     def _publish(self, topic: str, msg: object, *bulk) -> None:
         self.results.send_multipart([topic.encode(), *self.codec.encode(msg, *bulk)], copy=False)
+
+
+def use_device(device: str) -> None:
+    """A lane thread's current CUDA device is the worker's (a new thread's is cuda:0), so nothing made
+    without an explicit device lands on another GPU."""
+    where = torch.device(device)
+    if where.type == "cuda" and where.index is not None:
+        torch.cuda.set_device(where)
 
 
 def main(argv: list[str] | None = None) -> int:
