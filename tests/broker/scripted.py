@@ -27,7 +27,7 @@ from engine.metrics import Metrics
 
 
 class ScriptedSlot:
-    """A slot's two workers as one object: both heartbeat from a thread until `silence()`.
+    """A slot's two workers as one object: both heartbeat from a thread until `silence()`d.
 
     Messages the broker sends to the T3 side (jobs, cancels) land in `inbox`.
     """
@@ -44,8 +44,7 @@ class ScriptedSlot:
         self.s3gen_inbox: queue.Queue[object] = queue.Queue()
         self.registers = 0
         self._ctx = zmq.Context()
-        self._beating = threading.Event()
-        self._beating.set()
+        self._silent: frozenset[str] = frozenset()  # roles that stopped heartbeating; replaced whole, never mutated
         self._stop = threading.Event()
         self._out: queue.Queue[tuple[str, object, bytes | None]] = queue.Queue()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -76,7 +75,7 @@ class ScriptedSlot:
                     msg, _ = codec.decode(sock.recv_multipart())
                     if isinstance(msg, Register):
                         self.registers += 1
-                        if self._beating.is_set():
+                        if role not in self._silent:
                             sock.send(codec.encode(self._ready(role))[0])
                     elif isinstance(msg, Job) and self.auto_chunks and "hold" not in msg.text:
                         self.answered.append(msg)
@@ -86,9 +85,10 @@ class ScriptedSlot:
             while not self._out.empty():
                 topic, msg, frame = self._out.get()
                 pub.send_multipart([topic.encode(), *codec.encode(msg, *([frame] if frame else []))])
-            if self._beating.is_set() and time.monotonic() >= next_beat:
-                t3.send(beat)
-                s3.send(beat)
+            if time.monotonic() >= next_beat:
+                for sock, role in ((t3, "t3"), (s3, "s3gen")):
+                    if role not in self._silent:
+                        sock.send(beat)
                 next_beat = time.monotonic() + s.heartbeat_interval / 2
             time.sleep(0.01)
         for sock in (t3, s3, pub):
@@ -123,9 +123,9 @@ class ScriptedSlot:
             self.audio(job, seq, final=seq == chunks, samples=samples)
         self.done(job, chunks, samples)
 
-    def silence(self) -> None:
-        """Stop heartbeating (as a hung or killed worker would) but keep the sockets."""
-        self._beating.clear()
+    def silence(self, *roles: str) -> None:
+        """Stop heartbeating (as a hung or killed worker would) but keep the sockets; both roles by default."""
+        self._silent = self._silent | set(roles or ("t3", "s3gen"))
 
     def close(self) -> None:
         self._stop.set()
