@@ -51,6 +51,8 @@ from engine.cli import add_synthesis_arguments, synthesis_params
 from engine.metrics import Metrics
 from engine.params import SynthesisParams
 
+SUBSCRIBE_TIMEOUT = 10.0  # s a submit waits for the broker to see our results subscription
+
 
 class JobError(Exception):
     """The job ended with an error message; `code` says which kind (see protocol.Error)."""
@@ -194,8 +196,13 @@ class AsyncClient:
         submit.has_reference = bool(bulk)
         started = time.monotonic()
         try:
-            await self._send(submit, *bulk)
-            msg, _ = await self._next(channel)
+            while True:
+                await self._until_subscribed(started + SUBSCRIBE_TIMEOUT - time.monotonic())
+                await self._send(submit, *bulk)
+                msg, _ = await self._next(channel)
+                if not (isinstance(msg, Error) and msg.code == "unsubscribed"):
+                    break
+                self._subscribed.clear()  # a restarted broker: wait for our SUB to reach it, then resubmit
         except BaseException:
             self._jobs.pop(job, None)
             await self.cancel(job)
@@ -206,6 +213,15 @@ class AsyncClient:
         if not isinstance(msg, Accepted):
             channel.queue.put_nowait((msg, _))  # a result overtook the acceptance; keep it
         return self._chunks(job, channel, started)
+
+    async def _until_subscribed(self, timeout: float) -> None:
+        if self._subscribed.is_set():
+            return
+        try:
+            await asyncio.wait_for(self._subscribed.wait(), max(timeout, 0.0))
+        except TimeoutError:
+            message = f"the broker did not see our results subscription within {SUBSCRIBE_TIMEOUT:g} s"
+            raise BrokerUnavailable(message) from None
 
     async def stream(self, text: str, **kwargs: object) -> AsyncIterator[Chunk]:
         """Audio chunks in order as they are produced. Leaving the loop early cancels the job."""
@@ -356,6 +372,12 @@ class AsyncClient:
                 self._epoch = msg.epoch
                 if msg.subscribed:
                     self._subscribed.set()
+                else:
+                    self._subscribed.clear()  # pings go fast again until the broker sees our SUB
+            elif isinstance(msg, Error):
+                channel = self._jobs.get(msg.job)
+                if channel is not None:
+                    channel.queue.put_nowait((msg, []))
             elif isinstance(msg, Stats) and self._stats:
                 future = self._stats.popleft()
                 if not future.done():

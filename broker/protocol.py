@@ -205,7 +205,9 @@ class Done(msgspec.Struct, tag="done", kw_only=True):
 
 class Error(msgspec.Struct, tag="error", kw_only=True):
     job: str
-    code: str  # invalid_input, busy, worker_lost, broker_lost, cancelled, timeout, gap, internal
+    # invalid_input, busy, worker_lost, broker_lost, cancelled, timeout, gap, internal; and
+    # unsubscribed, a frontend reply the client handles itself (it submits again once subscribed)
+    code: str
     message: str
     field: str | None = None
     retryable: bool = False

@@ -136,6 +136,12 @@ class Broker:
         msg, bulk = self.codec.decode([f.buffer for f in frames[1:]])
         now = time.monotonic()
         if isinstance(msg, Submit):
+            if msg.client not in self.scheduler.subscribed:
+                # Its results would go nowhere: a client's SUB reconnects on its own after a broker
+                # restart, possibly after its DEALER. Answer on the frontend, where it can hear us.
+                message = "the broker has not seen this client's results subscription yet"
+                self._reply(identity, Error(job=msg.job, code="unsubscribed", message=message, retryable=True))
+                return
             reference = bytes(bulk[0]) if msg.has_reference and bulk else None
             self.scheduler.submit(msg, reference, now)
         elif isinstance(msg, Cancel):

@@ -7,18 +7,21 @@ import time
 from pathlib import Path
 
 import pytest
+import zmq
 
 from bench.stack import Proc, broker_env, broker_settings, wait_for
 from broker.client import Client, JobError
-from broker.protocol import Cancel, Job
+from broker.protocol import Cancel, Codec, Error, Job, Submit
 from broker.settings import BrokerSettings
+from broker.sockets import closing_context, make_socket
 from tests.broker.scripted import ScriptedSlot
 
 
 @pytest.fixture
 def settings() -> BrokerSettings:
-    # Short heartbeats keep expiry tests quick; max_queue 2 makes `busy` easy to reach.
-    return broker_settings(heartbeat_interval=0.1, heartbeat_liveness=5, max_queue=2, queue_timeout=3.0)
+    # Short heartbeats keep expiry tests quick (1 s, so a loaded machine does not expire a healthy
+    # scripted slot); max_queue 2 makes `busy` easy to reach.
+    return broker_settings(heartbeat_interval=0.1, heartbeat_liveness=10, max_queue=2, queue_timeout=5.0)
 
 
 @pytest.fixture
@@ -39,8 +42,8 @@ def client(settings: BrokerSettings, broker: Proc):
 def slots(settings: BrokerSettings):
     made: list[ScriptedSlot] = []
 
-    def make(name: str, capacity: int = 1) -> ScriptedSlot:
-        made.append(ScriptedSlot(settings, name, capacity))
+    def make(name: str, capacity: int = 1, auto_chunks: int = 0) -> ScriptedSlot:
+        made.append(ScriptedSlot(settings, name, capacity, auto_chunks))
         return made[-1]
 
     yield make
@@ -77,7 +80,7 @@ def test_job_round_trip_and_stats(client: Client, slots) -> None:
     assert job.text == "hello" and job.params.temperature == 0.7 and job.attempt == 1
     a.finish(job, chunks=3)
     thread.join(5)
-    assert result["error"] is None
+    assert not thread.is_alive() and result["error"] is None
     assert [c.seq for c in result["chunks"]] == [1, 2, 3] and result["chunks"][-1].final
     stats = client.stats()
     (slot,) = stats.slots
@@ -90,15 +93,15 @@ def test_least_loaded_dispatch_uses_capacity(client: Client, slots) -> None:
     big, small = slots("big", capacity=3), slots("small", capacity=1)
     wait_for(lambda: len(live_slots(client)) == 2, 5, "two live slots")
     running = [start_job(client, f"job {i}") for i in range(4)]
-    jobs = {"big": [], "small": []}
-    for _ in range(4):
+    jobs: dict[str, list[Job]] = {"big": [], "small": []}
+
+    def collect() -> bool:
         for name, slot in (("big", big), ("small", small)):
-            try:
-                jobs[name].append(slot.next_job(timeout=0.5))
-            except Exception:
-                pass
-        if sum(map(len, jobs.values())) == 4:
-            break
+            while not slot.inbox.empty():
+                jobs[name].append(slot.next_job())
+        return sum(map(len, jobs.values())) == 4
+
+    wait_for(collect, 10, "four jobs dispatched")
     # Load = in flight / capacity: 3/3 and 1/1 fill both exactly; round robin would give 2 and 2.
     assert (len(jobs["big"]), len(jobs["small"])) == (3, 1)
     stats = {s.name: s for s in client.stats().slots}
@@ -126,7 +129,7 @@ def test_busy_when_slots_and_queue_are_full(client: Client, slots) -> None:
         a.finish(a.next_job())
     for thread, result in held:
         thread.join(5)
-        assert result["error"] is None and result["chunks"]
+        assert not thread.is_alive() and result["error"] is None and result["chunks"]
 
 
 def take_any(*slots: ScriptedSlot) -> tuple[ScriptedSlot, Job]:
@@ -149,7 +152,7 @@ def test_expiry_redispatches_a_job_that_sent_no_audio(client: Client, slots, set
     dead.silence()
     retry = other.next_job(timeout=settings.expiry + 3)
     assert retry.job == job.job and retry.attempt == 2
-    assert time.monotonic() - silenced < settings.expiry + 1.5
+    assert time.monotonic() - silenced < settings.expiry + 3
     assert dead.name not in live_slots(client)
     dead.audio(job, 1)  # a late chunk from the superseded attempt must not reach the client
     other.finish(retry)
@@ -178,7 +181,7 @@ def test_worker_lost_after_audio_is_an_error_and_other_slots_are_untouched(
     victim.silence("t3")
     wait_for(lambda: victim_result["error"] is not None, settings.expiry + 3, "worker_lost")
     assert victim_result["error"].code == "worker_lost"
-    assert victim_result["ended_at"] - silenced < 3.0
+    assert victim_result["ended_at"] - silenced < settings.expiry + 3
     # The surviving worker of the dead slot is told to drop the job (its socket is read every 10 ms).
     wait_for(lambda: any(isinstance(m, Cancel) for m in list(victim.s3gen_inbox.queue)), 2, "cancel to s3gen")
     other_job = j2 if survivor is s2 else j1
@@ -249,7 +252,7 @@ def test_bad_parameters_and_queue_timeout(client: Client, slots, settings: Broke
     with pytest.raises(JobError) as err:
         list(client.stream("nobody home"))
     assert err.value.code == "timeout"
-    assert settings.queue_timeout - 0.5 < time.monotonic() - started < settings.queue_timeout + 2
+    assert settings.queue_timeout - 0.5 < time.monotonic() - started < settings.queue_timeout + 4
 
 
 def test_broker_restart(settings: BrokerSettings, broker: Proc, slots) -> None:
@@ -264,7 +267,7 @@ def test_broker_restart(settings: BrokerSettings, broker: Proc, slots) -> None:
         killed = time.monotonic()
         thread.join(settings.expiry + 5)
         assert result["error"] is not None and result["error"].code == "broker_lost"
-        assert result["ended_at"] - killed < settings.expiry + 2
+        assert result["ended_at"] - killed < settings.expiry + 4
         broker.start()
         # The scripted workers are asked to register again; the client reconnects by itself.
         wait_for(lambda: a.registers >= 1, 10, "register request")
@@ -273,3 +276,40 @@ def test_broker_restart(settings: BrokerSettings, broker: Proc, slots) -> None:
         a.finish(a.next_job())
         thread.join(5)
         assert result["error"] is None and len(result["chunks"]) == 2
+
+
+def test_a_submit_the_broker_cannot_answer_is_refused_and_the_client_resubmits(
+    settings: BrokerSettings, client: Client, slots
+) -> None:
+    """After a broker restart a client's DEALER may reach the new broker before its SUB does, and the
+    job's results would go nowhere. The broker refuses such a submit on the frontend; the client
+    waits until it is subscribed again and submits once more."""
+    a = slots("a", auto_chunks=2)
+    wait_for(lambda: "a" in live_slots(client), 5, "slot a live")
+    codec = Codec()
+    with closing_context() as ctx:
+        raw = make_socket(ctx, zmq.DEALER)
+        raw.connect(settings.connect(settings.frontend_port))
+        raw.send_multipart(codec.encode(Submit(job="j-raw", client="never-subscribed", text="hi")))
+        assert raw.poll(5000), "no answer on the frontend"
+        refused, _ = codec.decode(raw.recv_multipart())
+    assert isinstance(refused, Error) and (refused.job, refused.code) == ("j-raw", "unsubscribed")
+    assert refused.retryable and client.stats().submitted == 0  # the broker kept nothing of it
+
+    # The real client, its subscription withdrawn and restored half a second later (on the client's
+    # own event loop: sockets are not thread-safe), submitting while it still believes it subscribed,
+    # as it would just after a restart: refused, it waits for the subscription and submits again.
+    loop, sub, topic = client._loop, client._async._sub, client.id.encode()
+    loop.call_soon_threadsafe(sub.setsockopt, zmq.UNSUBSCRIBE, topic)
+    wait_for(lambda: not client._async._subscribed.is_set(), 5, "the broker to report us unsubscribed")
+    loop.call_soon_threadsafe(loop.call_later, 0.5, sub.setsockopt, zmq.SUBSCRIBE, topic)
+
+    async def stream_believing_subscribed() -> list:
+        client._async._subscribed.set()
+        return [chunk async for chunk in client._async.stream("after the gap")]
+
+    chunks = client._call(stream_believing_subscribed())
+    assert [c.seq for c in chunks] == [1, 2] and chunks[-1].final
+    assert [j.text for j in a.answered] == ["after the gap"]  # dispatched once
+    stats = client.stats()
+    assert (stats.submitted, stats.completed) == (1, 1)
