@@ -10,6 +10,7 @@ import time
 import numpy as np
 import zmq
 
+from broker.client import BrokerUnavailable, Client
 from broker.protocol import (
     PROTOCOL_VERSION,
     Audio,
@@ -24,6 +25,22 @@ from broker.protocol import (
 from broker.settings import BrokerSettings
 from broker.sockets import make_socket
 from engine.metrics import Metrics
+
+
+def wait_for_broker(settings: BrokerSettings, timeout: float = 60.0) -> None:
+    """Return once the broker answers a client, so every socket of it is bound.
+
+    Sockets that connect before then retry each on its own schedule: the slot's DEALERs could be back
+    (and given a job) while its PUB still waits, and a PUB with nobody listening drops what it sends.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with Client(settings):
+                return
+        except BrokerUnavailable:
+            if time.monotonic() > deadline:
+                raise
 
 
 class ScriptedSlot:
@@ -47,6 +64,7 @@ class ScriptedSlot:
         self._silent: frozenset[str] = frozenset()  # roles that stopped heartbeating; replaced whole, never mutated
         self._stop = threading.Event()
         self._out: queue.Queue[tuple[str, object, bytes | None]] = queue.Queue()
+        wait_for_broker(settings)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 

@@ -111,7 +111,9 @@ def test_cancel_stops_t3_within_a_token_step_and_frees_the_slot(client: Client, 
     log = stack.workers[first.slot, "t3"]
     match = wait_for(lambda: re.search(rf"job {first.job} stopped ([\d.]+) s after its cancel", log.text()), 30, "stop")
     print("T3 stopped", match.group(1), "s after the cancel arrived")
-    assert float(match.group(1)) < 1.0  # one decode step is ~0.1–0.3 s here
+    # One decode step is ~0.1–0.3 s here; running on would take tens of seconds. The slack is for a
+    # loaded machine, where S3Gen's vocoding shares the two cores.
+    assert float(match.group(1)) < 2.0
     s3_log = stack.workers[first.slot, "s3gen"]
     wait_for(lambda: f"job {first.job}: state dropped" in s3_log.text(), 30, "S3Gen dropping the job")
     wait_for(lambda: all(s.in_flight == 0 for s in client.stats().slots), 30, "slots free")
@@ -131,7 +133,7 @@ def drill(client: Client, stack: Stack, role: str) -> None:
     thread.join(30)
     assert victim["error"] is not None and victim["error"].code == "worker_lost"
     print(f"{role} killed: the stream ended with worker_lost after {victim['ended_at'] - killed:.2f} s")
-    assert victim["ended_at"] - killed < 3.0
+    assert victim["ended_at"] - killed < stack.settings.expiry + 3  # well before the 120 s chunk timeout
     # New work goes to the surviving slot while the other is down.
     redirected = run_stream(client, "Where does this go?", seed=5, max_new_tokens=12, first_chunk_size=8)
     assert redirected["error"] is None and redirected["chunks"][0].slot == other
@@ -175,7 +177,7 @@ def test_broker_restart_ends_jobs_and_everyone_reconnects(client: Client, stack:
     killed = time.monotonic()
     thread.join(30)
     assert result["error"] is not None and result["error"].code == "broker_lost"
-    assert result["ended_at"] - killed < stack.settings.expiry + 2
+    assert result["ended_at"] - killed < stack.settings.expiry + 4
     stack.broker.start()
     wait_live(client, {"a", "b"}, timeout=60)
     after = run_stream(client, "After the broker came back.", seed=7, **SHORT)

@@ -84,7 +84,7 @@ def test_sse_stream_in_the_seeds_format(stack) -> None:
         ) as source,
     ):
         assert source.response.headers["content-type"].startswith("text/event-stream")
-        events = list(source.iter_sse())
+        events = [e for e in source.iter_sse() if e.data]  # keep-alives (every 0.2 s here) parse as empty events
     kinds = [e.event for e in events]
     assert kinds == ["audio_chunk"] * 3 + ["done"]
     ids = [e.id for e in events]
@@ -180,7 +180,7 @@ def test_openai_sdk_streams_wav_and_pcm(stack) -> None:
 def test_openai_sse_events(stack) -> None:
     body = {"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "sse"}
     with httpx.Client(timeout=30) as http, connect_sse(http, "POST", f"{stack['url']}/v1/audio/speech", json=body) as s:
-        events = [json.loads(e.data) for e in s.iter_sse()]
+        events = [json.loads(e.data) for e in s.iter_sse() if e.data]
     assert [e["type"] for e in events] == ["speech.audio.delta"] * 3 + ["speech.audio.done"]
     assert len(base64.b64decode(events[0]["audio"])) == 2400 * 2
 
