@@ -37,7 +37,7 @@ def stack(settings: BrokerSettings, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("gateway")
     broker = Proc(["-m", "broker"], broker_env(settings), tmp / "broker.log")
     slot = ScriptedSlot(settings, "s", auto_chunks=3)
-    (port,) = free_ports(1)
+    port, auth_port = free_ports(2)  # one call: two calls could hand out the same free port
     env = broker_env(settings) | {
         "CHATTERBOX_GATEWAY_PORT": str(port),
         "CHATTERBOX_GATEWAY_DATA_DIR": str(tmp / "data"),
@@ -47,7 +47,7 @@ def stack(settings: BrokerSettings, tmp_path_factory: pytest.TempPathFactory):
     gateways = {
         "open": Proc(["-m", "gateway"], env, tmp / "gateway.log"),
         "auth": Proc(
-            ["-m", "gateway", "--port", str(free_ports(1)[0])], env | {"CHATTERBOX_API_KEY": API_KEY}, tmp / "g2.log"
+            ["-m", "gateway", "--port", str(auth_port)], env | {"CHATTERBOX_API_KEY": API_KEY}, tmp / "g2.log"
         ),
     }
     urls = {"open": f"http://127.0.0.1:{port}"}
