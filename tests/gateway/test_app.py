@@ -29,7 +29,7 @@ API_KEY = "test-key"
 
 @pytest.fixture(scope="module")
 def settings() -> BrokerSettings:
-    return broker_settings(heartbeat_interval=0.2, max_queue=1)
+    return broker_settings(heartbeat_interval=0.2, heartbeat_liveness=10, max_queue=1)  # expiry 2 s
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from tests.broker.scripted import ScriptedSlot
 
 @pytest.fixture(scope="module")
 def broker(tmp_path_factory: pytest.TempPathFactory):
-    settings = broker_settings(heartbeat_interval=0.2)
+    settings = broker_settings(heartbeat_interval=0.2, heartbeat_liveness=10)  # 2 s expiry: none expires here
     proc = Proc(["-m", "broker"], broker_env(settings), tmp_path_factory.mktemp("broker") / "broker.log")
     slot = ScriptedSlot(settings, "s", auto_chunks=2)
     yield settings
