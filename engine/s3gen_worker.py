@@ -10,6 +10,7 @@ chunk out of order ends the job with `gap` rather than skipping audio.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -33,7 +34,7 @@ from broker.protocol import (
     Tokens,
     frame_array,
 )
-from broker.sockets import make_socket
+from broker.sockets import await_subscriber, make_socket
 from engine.metrics import Metrics
 from engine.s3gen_jobs import JobState, Pass, next_pass, take, vocode
 from engine.synthesizer import SAMPLE_RATE, Engine
@@ -61,7 +62,7 @@ class S3GenWorker:
         self.link = BrokerLink(ctx, config.broker, ready_message("s3gen", config, engine))
         self.pipe = make_socket(ctx, zmq.PULL)
         self.pipe.bind(config.worker.pipe_address())
-        self.results = make_socket(ctx, zmq.PUB)
+        self.results = make_socket(ctx, zmq.XPUB)  # a PUB that hears subscriptions: see await_subscriber
         self.results.connect(config.broker.connect(config.broker.results_in_port))
         self.jobs: OrderedDict[str, JobState] = OrderedDict()
         self.max_jobs = max(config.worker.capacity, 1) * MAX_JOBS_PER_CAPACITY
@@ -76,6 +77,10 @@ class S3GenWorker:
         return (self.idle_lanes if self.t3_running == 0 else 1) - len(self.passes)
 
     def run(self) -> None:
+        # Ready (sent by the link) only once the broker hears what we publish.
+        results_at = self.config.broker.connect(self.config.broker.results_in_port)
+        if not await_subscriber(self.results, self.stop, results_at):
+            return  # stopped before the broker came; the context's teardown closes the sockets
         self.link.start()
         log.info(
             "slot %s: S3Gen ready on %s (weights %s, %d lanes while T3 is idle)",
@@ -94,6 +99,9 @@ class S3GenWorker:
                         self._drop(msg.job, "cancelled")
                 while self.pipe.poll(0):
                     self._take(self.pipe.recv_multipart(copy=False))
+                with contextlib.suppress(zmq.Again):
+                    while True:
+                        self.results.recv(zmq.NOBLOCK)  # the subscription again, from a restarted broker
                 self._drop_stale()
                 self._collect()
                 worker = self.config.worker

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import threading
@@ -10,7 +11,6 @@ import time
 import numpy as np
 import zmq
 
-from broker.client import BrokerUnavailable, Client
 from broker.protocol import (
     PROTOCOL_VERSION,
     Audio,
@@ -23,24 +23,8 @@ from broker.protocol import (
     Span,
 )
 from broker.settings import BrokerSettings
-from broker.sockets import make_socket
+from broker.sockets import await_subscriber, make_socket
 from engine.metrics import Metrics
-
-
-def wait_for_broker(settings: BrokerSettings, timeout: float = 60.0) -> None:
-    """Return once the broker answers a client, so every socket of it is bound.
-
-    Sockets that connect before then retry each on its own schedule: the slot's DEALERs could be back
-    (and given a job) while its PUB still waits, and a PUB with nobody listening drops what it sends.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            with Client(settings):
-                return
-        except BrokerUnavailable:
-            if time.monotonic() > deadline:
-                raise
 
 
 class ScriptedSlot:
@@ -64,7 +48,6 @@ class ScriptedSlot:
         self._silent: frozenset[str] = frozenset()  # roles that stopped heartbeating; replaced whole, never mutated
         self._stop = threading.Event()
         self._out: queue.Queue[tuple[str, object, bytes | None]] = queue.Queue()
-        wait_for_broker(settings)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -75,14 +58,24 @@ class ScriptedSlot:
         )  # fmt: skip
 
     def _run(self) -> None:
-        codec = Codec()
         s = self.settings
         t3 = make_socket(self._ctx, zmq.DEALER, identity=f"{self.name}/t3".encode())
         s3 = make_socket(self._ctx, zmq.DEALER, identity=f"{self.name}/s3gen".encode())
-        pub = make_socket(self._ctx, zmq.PUB)
+        pub = make_socket(self._ctx, zmq.XPUB)
         for sock in (t3, s3):
             sock.connect(s.connect(s.backend_port))
         pub.connect(s.connect(s.results_in_port))
+        try:
+            # As the S3Gen worker does: ready only once the broker hears what we publish.
+            if await_subscriber(pub, self._stop, s.connect(s.results_in_port)):
+                self._serve(t3, s3, pub)
+        finally:
+            for sock in (t3, s3, pub):
+                sock.close(linger=100)
+
+    def _serve(self, t3: zmq.Socket, s3: zmq.Socket, pub: zmq.Socket) -> None:
+        codec = Codec()
+        s = self.settings
         t3.send(codec.encode(self._ready("t3"))[0])
         s3.send(codec.encode(self._ready("s3gen"))[0])
         beat = codec.encode(Heartbeat())[0]
@@ -100,6 +93,9 @@ class ScriptedSlot:
                         self.finish(msg, self.auto_chunks, samples=2400)
                     elif not isinstance(msg, Heartbeat):
                         inbox.put(msg)
+            with contextlib.suppress(zmq.Again):
+                while True:
+                    pub.recv(zmq.NOBLOCK)  # the subscription again, from a restarted broker
             while not self._out.empty():
                 topic, msg, frame = self._out.get()
                 pub.send_multipart([topic.encode(), *codec.encode(msg, *([frame] if frame else []))])
@@ -109,8 +105,6 @@ class ScriptedSlot:
                         sock.send(beat)
                 next_beat = time.monotonic() + s.heartbeat_interval / 2
             time.sleep(0.01)
-        for sock in (t3, s3, pub):
-            sock.close(linger=100)
 
     # -- driving ------------------------------------------------------------------------------------
 
