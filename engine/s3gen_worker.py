@@ -10,7 +10,6 @@ chunk out of order ends the job with `gap` rather than skipping audio.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 import time
@@ -99,9 +98,8 @@ class S3GenWorker:
                         self._drop(msg.job, "cancelled")
                 while self.pipe.poll(0):
                     self._take(self.pipe.recv_multipart(copy=False))
-                with contextlib.suppress(zmq.Again):
-                    while True:
-                        self.results.recv(zmq.NOBLOCK)  # the subscription again, from a restarted broker
+                while self.results.poll(0):
+                    self.results.recv()  # the subscription again, from a restarted broker
                 self._drop_stale()
                 self._collect()
                 worker = self.config.worker

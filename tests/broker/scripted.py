@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import queue
 import threading
@@ -93,9 +92,8 @@ class ScriptedSlot:
                         self.finish(msg, self.auto_chunks, samples=2400)
                     elif not isinstance(msg, Heartbeat):
                         inbox.put(msg)
-            with contextlib.suppress(zmq.Again):
-                while True:
-                    pub.recv(zmq.NOBLOCK)  # the subscription again, from a restarted broker
+            while pub.poll(0):
+                pub.recv()  # the subscription again, from a restarted broker
             while not self._out.empty():
                 topic, msg, frame = self._out.get()
                 pub.send_multipart([topic.encode(), *codec.encode(msg, *([frame] if frame else []))])
