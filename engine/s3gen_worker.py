@@ -61,8 +61,9 @@ class S3GenWorker:
         self.link = BrokerLink(ctx, config.broker, ready_message("s3gen", config, engine))
         self.pipe = make_socket(ctx, zmq.PULL)
         self.pipe.bind(config.worker.pipe_address())
+        self.results_at = config.broker.connect(config.broker.results_in_port)
         self.results = make_socket(ctx, zmq.XPUB)  # a PUB that hears subscriptions: see await_subscriber
-        self.results.connect(config.broker.connect(config.broker.results_in_port))
+        self.results.connect(self.results_at)
         self.jobs: OrderedDict[str, JobState] = OrderedDict()
         self.max_jobs = max(config.worker.capacity, 1) * MAX_JOBS_PER_CAPACITY
         self.idle_lanes = config.worker.idle_lanes or (2 if engine.device == "cpu" else 1)
@@ -77,8 +78,7 @@ class S3GenWorker:
 
     def run(self) -> None:
         # Ready (sent by the link) only once the broker hears what we publish.
-        results_at = self.config.broker.connect(self.config.broker.results_in_port)
-        if not await_subscriber(self.results, self.stop, results_at):
+        if not await_subscriber(self.results, self.stop, self.results_at):
             return  # stopped before the broker came; the context's teardown closes the sockets
         self.link.start()
         log.info(

@@ -63,10 +63,11 @@ class ScriptedSlot:
         pub = make_socket(self._ctx, zmq.XPUB)
         for sock in (t3, s3):
             sock.connect(s.connect(s.backend_port))
-        pub.connect(s.connect(s.results_in_port))
+        results_at = s.connect(s.results_in_port)
+        pub.connect(results_at)
         try:
             # As the S3Gen worker does: ready only once the broker hears what we publish.
-            if await_subscriber(pub, self._stop, s.connect(s.results_in_port)):
+            if await_subscriber(pub, self._stop, results_at):
                 self._serve(t3, s3, pub)
         finally:
             for sock in (t3, s3, pub):
