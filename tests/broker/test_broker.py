@@ -89,31 +89,6 @@ def test_job_round_trip_and_stats(client: Client, slots) -> None:
     assert (stats.submitted, stats.completed) == (1, 1)
 
 
-def test_least_loaded_dispatch_uses_capacity(client: Client, slots) -> None:
-    big, small = slots("big", capacity=3), slots("small", capacity=1)
-    wait_for(lambda: len(live_slots(client)) == 2, 5, "two live slots")
-    running = [start_job(client, f"job {i}") for i in range(4)]
-    jobs: dict[str, list[Job]] = {"big": [], "small": []}
-
-    def collect() -> bool:
-        for name, slot in (("big", big), ("small", small)):
-            while not slot.inbox.empty():
-                jobs[name].append(slot.next_job())
-        return sum(map(len, jobs.values())) == 4
-
-    wait_for(collect, 10, "four jobs dispatched")
-    # Load = in flight / capacity: 3/3 and 1/1 fill both exactly; round robin would give 2 and 2.
-    assert (len(jobs["big"]), len(jobs["small"])) == (3, 1)
-    stats = {s.name: s for s in client.stats().slots}
-    assert (stats["big"].in_flight, stats["small"].in_flight) == (3, 1)
-    for name, slot in (("big", big), ("small", small)):
-        for job in jobs[name]:
-            slot.finish(job)
-    for thread, result in running:
-        thread.join(5)
-        assert result["error"] is None
-
-
 def test_busy_when_slots_and_queue_are_full(client: Client, slots) -> None:
     a = slots("a")
     wait_for(lambda: "a" in live_slots(client), 5, "slot a live")
@@ -241,18 +216,6 @@ def test_sequence_gap_ends_the_job_with_an_error(client: Client, slots) -> None:
     thread.join(5)
     assert result["error"] is not None and result["error"].code == "gap"
     assert len(result["chunks"]) == 1
-
-
-def test_bad_parameters_and_queue_timeout(client: Client, slots, settings: BrokerSettings) -> None:
-    with pytest.raises(JobError) as err:
-        list(client.stream("hi", temperature=99.0))
-    assert err.value.code == "invalid_input" and err.value.field == "temperature"
-    # No live slot: the job waits, then ends with `timeout` instead of hanging.
-    started = time.monotonic()
-    with pytest.raises(JobError) as err:
-        list(client.stream("nobody home"))
-    assert err.value.code == "timeout"
-    assert settings.queue_timeout - 0.5 < time.monotonic() - started < settings.queue_timeout + 4
 
 
 def test_broker_restart(settings: BrokerSettings, broker: Proc, slots) -> None:

@@ -7,8 +7,8 @@ import pytest
 
 from broker.protocol import Span, Tokens
 from engine.metrics import Metrics
-from engine.s3gen_jobs import JobState, next_pass, take
-from engine.s3gen_stream import S3GenStream
+from engine.models.s3gen.passes import JobState, next_pass, take
+from engine.models.s3gen.stream import S3GenStream
 
 COALESCE = 30
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.models.t3.scheduler import T3Request, T3Scheduler
+from engine.models.t3.stream import TokenChunk
 from engine.params import SynthesisParams
-from engine.t3_scheduler import T3Request, T3Scheduler
-from engine.t3_stream import TokenChunk
 
 MAX_TOKENS = 14
 JOBS = {

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.flow import flow_mels
-from engine.hift_stream import HiftStream
-from engine.quality import snr_by_edge_distance, snr_db
-from engine.s3gen_stream import SAMPLES_PER_TOKEN, S3GenStream, offline, run_flow
-from engine.seed_baseline import SeedStyleStream
+from engine.eval.quality import snr_by_edge_distance, snr_db
+from engine.eval.seed_baseline import SeedStyleStream
+from engine.models.s3gen.flow import flow_mels
+from engine.models.s3gen.hift import HiftStream
+from engine.models.s3gen.stream import SAMPLES_PER_TOKEN, S3GenStream, offline, run_flow
 
 
 def _tokens(n: int, seed: int = 1) -> list[int]:

@@ -9,11 +9,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from engine.audio import decode_reference
+from engine.checkpoint.generate import synthetic_voice
 from engine.errors import InvalidInput
-from engine.generate import synthetic_voice
+from engine.models.s3gen.stream import SAMPLES_PER_TOKEN
 from engine.params import SynthesisParams
-from engine.reference import decode_reference
-from engine.s3gen_stream import SAMPLES_PER_TOKEN
 from engine.text import split_pieces
 
 TEXT = "Streaming speech, one chunk at a time."
@@ -62,11 +62,11 @@ def test_long_text_streams_as_one_stream(engine):
 @pytest.mark.parametrize("fmt", ["WAV", "FLAC", "OGG", "MP3"])
 def test_voice_cloning_from_reference_audio(engine, fmt):
     data = _encode(synthetic_voice(2.0, seed=5), fmt)
-    before = len(engine.voices)
+    before = len(engine.models.voices)
     conds = engine.conditionals(data, 0.7)
     assert conds.gen["prompt_token"].shape[1] > 0
     assert float(conds.t3.emotion_adv.flatten()[0]) == pytest.approx(0.7)
-    assert len(engine.voices) == before + 1
+    assert len(engine.models.voices) == before + 1
     assert engine.conditionals(data, 0.3).gen is conds.gen  # cached by content hash
     chunks = list(engine.stream(TEXT, SynthesisParams(seed=1, max_new_tokens=15), reference=data))
     assert sum(len(c.pcm) for c in chunks) == SAMPLES_PER_TOKEN * chunks[-1].metrics.valid_tokens
@@ -82,8 +82,8 @@ def test_cloned_voice_differs_from_the_built_in_one(engine):
 def test_a_bf16_t3_only_engine_clones_voices_like_upstream(engine, checkpoint_dir):
     """The T3 worker computes S3Gen's reference tensors too: without S3Gen's flow, in bfloat16 (the
     pipeline's CPU default, where upstream's embed_ref fails), and equal to upstream's float32 result."""
+    from engine.models.synthesizer import Engine
     from engine.settings import EngineSettings
-    from engine.synthesizer import Engine
 
     t3_only = Engine(EngineSettings(checkpoint=str(checkpoint_dir), dtype="bfloat16", watermark=False), role="t3")
     assert t3_only.model.s3gen.flow is None and t3_only.model.s3gen.mel2wav is None
@@ -139,7 +139,7 @@ def test_should_stop_ends_a_stream_without_a_final_chunk(engine):
 
 
 def test_watermark_marks_each_chunk_without_changing_its_length():
-    from engine.watermark import Watermarker
+    from engine.models.watermark import Watermarker
 
     audio = synthetic_voice(1.0, seed=2)
     marked = Watermarker(enabled=True).apply(audio, 24000)

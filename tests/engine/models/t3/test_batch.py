@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.models.t3.batch import BatchStream, T3Batch
 from engine.params import SynthesisParams
-from engine.t3_batch import BatchStream, T3Batch
 
 TEXTS = ["Hello there, this is one.", "A second and somewhat longer sentence to say.", "Third."]
 PARAMS = [

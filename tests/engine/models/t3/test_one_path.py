@@ -1,7 +1,7 @@
 import torch
 
+from engine.models.t3.stream import SPEECH_VOCAB, T3Streamer
 from engine.params import SynthesisParams
-from engine.t3_stream import SPEECH_VOCAB, T3Streamer
 
 TEXT = "Hello there, this is a test of streaming."
 
