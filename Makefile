@@ -51,6 +51,7 @@ test: $(STAMP) $(BUNDLE)
 	deploy/install-system-deps.sh chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	.venv/bin/lint-imports
 	cd frontend && npm test --silent
 	$(PY) -m pytest -q
 

@@ -27,7 +27,7 @@ from bench.machine import this_machine
 from bench.report import BenchResult, compare, level, markdown, transit, valid_share
 from bench.stack import Stack
 from broker.client import Client
-from engine.checkpoint import resolve
+from engine.checkpoint import resolve, voice_shape
 from engine.params import SynthesisParams
 from engine.settings import WorkerSettings
 from gateway import client as sse
@@ -104,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         health = sse.wait_healthy(url, 900)
         if stack is not None and not args.no_sequential:
+            from engine.models.synthesizer import Engine
             from engine.settings import EngineSettings
-            from engine.synthesizer import Engine
 
             device = "cuda:0" if args.device == "cuda" else args.device
             settings = EngineSettings.from_env(checkpoint=checkpoint.path, device=device, watermark=False)
@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=machine,
         weights=health.get("weights", "unknown"),
         checkpoint=checkpoint_label,
+        voice=voice_shape(checkpoint.path) if stack is not None else None,
         device=args.device if stack is not None else "remote",
         slots=health.get("live_slots", 0),
         capacity=args.capacity if stack is not None else 0,

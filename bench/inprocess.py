@@ -15,10 +15,11 @@ import numpy as np
 import torch
 
 from bench.machine import cpu_name
+from engine.checkpoint import voice_shape
+from engine.eval.quality import snr_db
+from engine.models.synthesizer import Engine
 from engine.params import SynthesisParams
-from engine.quality import snr_db
 from engine.settings import EngineSettings
-from engine.synthesizer import Engine
 
 TEXT = "Hello! This is Chatterbox, streaming speech as it is generated, one chunk at a time."
 
@@ -77,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         "chunk_size": params.chunk_size,
         "flow_left_tokens": s.flow_left_tokens,
         "flow_holdback_tokens": s.flow_holdback_tokens,
-        "prompt_tokens": int(engine.model.conds.gen["prompt_token"].shape[1]),
+        "voice": msgspec.to_builtins(voice_shape(engine.checkpoint.path)),
         "median": med,
         "spread": spread,
     }

@@ -12,6 +12,7 @@ import httpx
 import msgspec
 
 from broker.client import Client, JobError
+from engine.audio import SAMPLE_RATE
 from engine.params import SynthesisParams
 from gateway import client as sse
 
@@ -95,7 +96,7 @@ def regular(url: str, text: str, index: int, params: SynthesisParams) -> StreamR
         record.error = f"{r.status_code}: {r.text[:200]}"
         return record
     record.first_audio = record.total  # nothing plays before the whole WAV is there
-    record.audio_seconds = (len(r.content) - 44) / 2 / 24000
+    record.audio_seconds = (len(r.content) - 44) / 2 / SAMPLE_RATE
     return record
 
 

@@ -22,7 +22,7 @@ from bench.inprocess import TEXT
 from bench.machine import cpu_name
 from bench.stack import Stack, wait_for
 from broker.client import Client
-from engine.checkpoint import resolve
+from engine.checkpoint import resolve, voice_shape
 from engine.params import SynthesisParams
 from engine.settings import EngineSettings
 
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     params = SynthesisParams(seed=args.seed, max_new_tokens=args.tokens)
     warm = SynthesisParams(seed=1, max_new_tokens=20)
 
-    from engine.synthesizer import Engine
+    from engine.models.synthesizer import Engine
 
     settings = EngineSettings.from_env(checkpoint=checkpoint.path, threads=args.sequential_threads, watermark=False)
     engine = Engine(settings)
@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "weights": checkpoint.weights,
+        "voice": msgspec.to_builtins(voice_shape(checkpoint.path)),
         "dtype": str(engine.dtype).replace("torch.", ""),
         "tokens": args.tokens,
         "reps": args.reps,

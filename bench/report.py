@@ -6,6 +6,7 @@ import msgspec
 
 from bench.load import StreamRecord, median, percentile
 from bench.machine import Machine
+from engine.checkpoint import VoiceShape
 
 
 class Level(msgspec.Struct, kw_only=True):
@@ -59,6 +60,7 @@ class BenchResult(msgspec.Struct, kw_only=True):
     regular_vs_streaming: Comparison | None
     records: list[StreamRecord]
     capacity: int = 1  # jobs per slot at once; 0: a running server's, not known here
+    voice: VoiceShape | None = None  # the built-in voice's prompt lengths (None: a remote server's, or older)
 
 
 def level(records: list[StreamRecord], concurrency: int, wall: float) -> Level:
@@ -114,6 +116,13 @@ def fmt(x: float | None, unit: str = "", digits: int = 2) -> str:
     return "—" if x is None else f"{x:.{digits}f}{unit}"
 
 
+def voice_line(v: VoiceShape) -> str:
+    return (
+        f"Built-in voice: {v.t3_prompt_tokens} T3 prompt tokens, S3Gen prompt of {v.s3gen_prompt_tokens} tokens / "
+        f"{v.s3gen_prompt_frames} mel frames (a real 10 s voice: 150, 250 / 500)."
+    )
+
+
 def markdown(result: BenchResult, plots: dict[str, str]) -> str:
     r = result
     lines = [
@@ -124,6 +133,8 @@ def markdown(result: BenchResult, plots: dict[str, str]) -> str:
         + f", device {r.device}, {r.slots} slot(s) of capacity {r.capacity or 'as configured'}, "
         f"max_new_tokens {r.tokens}, {len(r.texts)} texts.",
     ]
+    if r.voice is not None:
+        lines.append(voice_line(r.voice))
     if r.valid_token_share is not None:
         lines.append(f"Valid speech tokens among T3's raw tokens: {100 * r.valid_token_share:.0f}%.")
     lines += [

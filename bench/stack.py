@@ -138,7 +138,7 @@ class Stack:
     def _worker(self, slot: str, role: str, index: int = 0) -> Proc:
         # "cuda" means one GPU per slot, in order; "cpu" or "cuda:N" is used as given.
         device = f"cuda:{index}" if self.device == "cuda" else self.device
-        args = ["-m", f"engine.{role}_worker", "--slot", slot, "--device", device]
+        args = ["-m", f"engine.workers.{role}", "--slot", slot, "--device", device]
         args += ["--pipe", f"ipc://{self.workdir}/{slot}.pipe"]
         return Proc(args, self.env, self.workdir / f"{slot}_{role}.log")
 

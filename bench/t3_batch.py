@@ -16,9 +16,9 @@ import msgspec
 import torch
 
 from bench.machine import this_machine
+from engine.models.t3.batch import BatchStream, T3Batch
 from engine.params import SynthesisParams
 from engine.settings import EngineSettings
-from engine.t3_batch import BatchStream, T3Batch
 
 TEXT = "Streaming lets a voice agent start talking while the rest of its answer is still being made."
 
@@ -30,25 +30,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--reps", type=int, default=2)
     ap.add_argument("--checkpoint", default=os.environ.get("CHATTERBOX_CHECKPOINT", "random:0"))
     args = ap.parse_args(argv)
-    from engine.synthesizer import Engine
+    from engine.models.synthesizer import Engine
 
     engine = Engine(EngineSettings.from_env(checkpoint=args.checkpoint, watermark=False), role="t3")
     cond = engine.conditionals(None, 0.5).t3
-    ids = engine.t3.text_ids(TEXT)
+    ids = engine.text_ids(TEXT)
     stop = engine.model.t3.hp.stop_speech_token
 
-    def one_by_one(n: int) -> int:
-        count = 0
-        for seed in range(n):
-            params = SynthesisParams(seed=seed)
-            count += sum(
-                1 for _ in engine.t3.tokens(ids, cond, params, args.tokens, torch.Generator().manual_seed(seed))
-            )
-        return count
-
-    def batched(n: int) -> int:
+    def decode(seeds: range) -> int:
+        """The streams of these seeds as one batch: the tokens sampled, the stop token not counted."""
         batch = T3Batch(engine.model.t3)
-        for seed in range(n):
+        for seed in seeds:
             stream = BatchStream(
                 str(seed), SynthesisParams(seed=seed), args.tokens, torch.Generator().manual_seed(seed)
             )
@@ -57,6 +49,12 @@ def main(argv: list[str] | None = None) -> int:
         while len(batch):
             count += sum(1 for token in batch.step().values() if token != stop)
         return count
+
+    def one_by_one(n: int) -> int:
+        return sum(decode(range(seed, seed + 1)) for seed in range(n))
+
+    def batched(n: int) -> int:
+        return decode(range(n))
 
     batched(2)  # warm-up
     rows = []

@@ -22,9 +22,9 @@ from tqdm import tqdm
 from bench.harness import TEXTS
 from bench.load import StreamRecord, at_concurrency, sse_stream
 from bench.machine import Machine, this_machine
-from bench.report import Level, fmt, level
+from bench.report import Level, fmt, level, voice_line
 from bench.stack import Stack
-from engine.checkpoint import resolve
+from engine.checkpoint import VoiceShape, resolve, voice_shape
 from engine.params import SynthesisParams
 
 
@@ -39,6 +39,7 @@ class ThroughputResult(msgspec.Struct, kw_only=True):
     machine: Machine
     weights: str
     checkpoint: str
+    voice: VoiceShape | None = None  # the built-in voice's prompt lengths (None in results made before)
     device: str
     tokens: int  # raw tokens per request, exactly
     chunk_size: int
@@ -129,6 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         machine=this_machine(),
         weights=health.get("weights", "unknown"),
         checkpoint=f"{args.checkpoint} → {checkpoint.path}",
+        voice=voice_shape(checkpoint.path),
         device=args.device,
         tokens=args.tokens,
         chunk_size=args.chunk_size,
@@ -148,6 +150,7 @@ def markdown(r: ThroughputResult, plot: str) -> str:
         + f", device {r.device}, one slot, {r.tokens} raw tokens per request (ignore_stop), chunk_size "
         f"{r.chunk_size}, {len(r.texts)} texts cycled. Each level is one wave of that many concurrent SSE "
         "streams; aggregate = audio seconds delivered per wall second of the wave.",
+        *([voice_line(r.voice)] if r.voice is not None else []),
         "",
         "| capacity | concurrency | errors | aggregate audio s / wall s | gain vs capacity 1 "
         "| first audio p50 | p95 | per-stream RTF p50 | p95 |",

@@ -25,7 +25,7 @@ from bench.load import inprocess, sse_stream, zmq_stream
 from bench.machine import cpu_name
 from bench.stack import Stack
 from broker.client import Client
-from engine.checkpoint import resolve
+from engine.checkpoint import resolve, voice_shape
 from engine.params import SynthesisParams
 from engine.settings import EngineSettings
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     params = SynthesisParams(seed=args.seed, max_new_tokens=args.tokens)
     warm = SynthesisParams(seed=1, max_new_tokens=20)
 
-    from engine.synthesizer import Engine
+    from engine.models.synthesizer import Engine
 
     engine = Engine(EngineSettings.from_env(checkpoint=checkpoint.path, watermark=False))
     stack = Stack(Path(tempfile.mkdtemp(prefix="bench-transport-")), checkpoint.path, ("bench",),
@@ -74,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "weights": checkpoint.weights,
+        "voice": msgspec.to_builtins(voice_shape(checkpoint.path)),
         "tokens": args.tokens,
         "reps": args.reps,
         "medians": med,

@@ -11,11 +11,12 @@ import msgspec
 import numpy as np
 import soundfile as sf
 
+from engine.audio import SAMPLE_RATE
 from engine.cli import add_synthesis_arguments, synthesis_params
 from engine.errors import CheckpointError, InvalidInput
 from engine.metrics import Metrics
+from engine.models.synthesizer import Engine
 from engine.settings import EngineSettings
-from engine.synthesizer import SAMPLE_RATE, Engine
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -8,9 +8,9 @@ import io
 import numpy as np
 import soundfile as sf
 
+from engine.audio import SAMPLE_RATE
 from engine.errors import InvalidInput
 
-SAMPLE_RATE = 24000
 # response_format → (libsndfile format, subtype, media type)
 FORMATS: dict[str, tuple[str, str, str]] = {
     "wav": ("WAV", "PCM_16", "audio/wav"),

@@ -22,6 +22,7 @@ import numpy as np
 import soundfile as sf
 from httpx_sse import connect_sse
 
+from engine.audio import SAMPLE_RATE
 from engine.cli import add_synthesis_arguments, synthesis_params
 
 
@@ -54,7 +55,7 @@ class SseResult(msgspec.Struct, kw_only=True):
 
     @property
     def audio_seconds(self) -> float:
-        return len(self.pcm) / 24000
+        return len(self.pcm) / SAMPLE_RATE
 
 
 def default_url() -> str:
@@ -141,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     def progress(chunk: SseChunk) -> None:
         m = chunk.metrics
         print(
-            f"chunk {chunk.chunk_id}: {chunk.samples / 24000:.2f} s of audio, at {m['total_latency']:.2f} s "
+            f"chunk {chunk.chunk_id}: {chunk.samples / SAMPLE_RATE:.2f} s of audio, at {m['total_latency']:.2f} s "
             f"(slot {m['slot']})",
             file=out,
         )
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(args.output, result.pcm, 24000, subtype="PCM_16")
+    sf.write(args.output, result.pcm, SAMPLE_RATE, subtype="PCM_16")
     last = result.chunks[-1].metrics
     if last["weights"] == "random":
         print("NOTE: the server runs RANDOM weights; the audio is noise.", file=out)

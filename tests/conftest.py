@@ -17,19 +17,25 @@ def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("chatterbox-cache")
 
 
+# The tests' checkpoint has a 1 s built-in voice: S3Gen re-runs the voice prompt on every flow call, and a
+# 10 s one (the default, a real voice's size, which every benchmark uses) makes each call ~5x dearer on a
+# CPU. What the tests check does not depend on the prompt's length; test_checkpoint checks the 10 s one.
+TEST_CHECKPOINT = "random:0:1s"
+
+
 @pytest.fixture(scope="session")
 def checkpoint_dir(cache_dir: Path) -> Path:
     from engine.checkpoint import resolve
 
-    ckpt = resolve("random:0", cache_dir)
+    ckpt = resolve(TEST_CHECKPOINT, cache_dir)
     assert ckpt.weights == "random"
     return Path(ckpt.path)
 
 
 @pytest.fixture(scope="session")
 def engine(checkpoint_dir: Path):
+    from engine.models.synthesizer import Engine
     from engine.settings import EngineSettings
-    from engine.synthesizer import Engine
 
     # float32 keeps streamed-vs-offline comparisons about the algorithm, not bf16 rounding.
     settings = EngineSettings(checkpoint=str(checkpoint_dir), dtype="float32", watermark=False)

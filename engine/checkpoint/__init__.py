@@ -1,9 +1,10 @@
 """Resolve `CHATTERBOX_CHECKPOINT` to a directory of the five checkpoint files, generating one if asked.
 
 Modes: `auto` (local hub cache, else a hub download, else a generated checkpoint with a loud warning),
-`hub` (cache or download, never a fallback), a directory, and `random` / `random:SEED` (generated once
-under the cache directory with the real architectures and seeded random weights). Every mode ends in
-the same loader, `ChatterboxTTS.from_local`.
+`hub` (cache or download, never a fallback), a directory, and `random` / `random:SEED` / `random:SEED:Ns`
+(generated once under the cache directory with the real architectures and seeded random weights, and a
+built-in voice made from an N-second synthetic reference, 10 s by default). Every mode ends in the same
+loader, `ChatterboxTTS.from_local`.
 """
 
 from __future__ import annotations
@@ -27,9 +28,12 @@ log = logging.getLogger(__name__)
 REPO_ID = "ResembleAI/chatterbox"
 FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json", "conds.pt")
 MARKER = "weights.json"  # written into generated checkpoints only
-# The generated built-in voice: a short synthetic reference keeps the S3Gen prompt (and its cost per
-# flow call) small on CPUs. A real conds.pt carries a ~10 s prompt.
-SYNTHETIC_VOICE_SECONDS = 1.0
+# Bumped whenever generated files change, so a cache made by an older generator is regenerated, not used.
+# 2: the built-in voice comes from a 10 s reference (it was 1 s), the size of a real voice.
+GENERATOR_VERSION = 2
+# A real voice (Chatterbox's own conds.pt, or a user's 5-10 s upload) fills S3Gen's 10 s prompt window
+# and T3's 150 prompt tokens; a shorter generated voice would flatter every figure.
+DEFAULT_VOICE_SECONDS = 10.0
 
 
 class Checkpoint(msgspec.Struct, frozen=True):
@@ -58,17 +62,34 @@ def resolve(spec: str, cache_dir: str | os.PathLike[str] | None = None) -> Check
                 exc,
                 banner,
             )
-            return _random(0, cache)
+            return _random(0, DEFAULT_VOICE_SECONDS, cache)
     if spec == "hub":
         return _from_hub(allow_download=True)
     if spec == "random" or spec.startswith("random:"):
-        seed_text = spec.partition(":")[2] or "0"
-        try:
-            seed = int(seed_text)
-        except ValueError:
-            raise CheckpointError(f"random:SEED needs an integer seed, got {seed_text!r}") from None
-        return _random(seed, cache)
+        seed, voice_seconds = parse_random(spec)
+        return _random(seed, voice_seconds, cache)
     return _from_directory(Path(spec).expanduser())
+
+
+def parse_random(spec: str) -> tuple[int, float]:
+    """`random`, `random:SEED` or `random:SEED:Ns` -> (seed, built-in voice seconds)."""
+    _, _, rest = spec.partition(":")
+    seed_text, _, voice_text = rest.partition(":")
+    try:
+        seed = int(seed_text or "0")
+    except ValueError:
+        raise CheckpointError(f"random:SEED needs an integer seed, got {seed_text!r}") from None
+    if not voice_text:
+        return seed, DEFAULT_VOICE_SECONDS
+    try:
+        seconds = float(voice_text.removesuffix("s"))
+    except ValueError:
+        seconds = 0.0
+    if not (voice_text.endswith("s") and 1.0 <= seconds <= 60.0):
+        raise CheckpointError(
+            f"random:SEED:Ns needs the built-in voice's length in seconds, 1s to 60s, got {voice_text!r}"
+        )
+    return seed, seconds
 
 
 def _from_directory(path: Path) -> Checkpoint:
@@ -133,58 +154,70 @@ def _probe_hub(timeout: float = 5.0) -> None:
         ) from exc
 
 
-def _random(seed: int, cache: Path) -> Checkpoint:
-    target = cache / f"random-{seed}"
+def _random(seed: int, voice_seconds: float, cache: Path) -> Checkpoint:
+    name = f"random-{seed}" if voice_seconds == DEFAULT_VOICE_SECONDS else f"random-{seed}-voice{voice_seconds:g}s"
+    target = cache / name
     if _complete(target):
         return Checkpoint(str(target), "random", "generated")
     cache.mkdir(parents=True, exist_ok=True)
     # Workers of one host start together: the lock makes one generate while the others wait for it.
+    # One lock per seed: the variants of a seed share their weight files.
     with open(cache / f".random-{seed}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not _complete(target):
-            _generate(seed, cache, target)
+            _generate(seed, voice_seconds, cache, target)
     return Checkpoint(str(target), "random", "generated")
 
 
 def _complete(target: Path) -> bool:
-    return (target / MARKER).is_file() and all((target / n).is_file() for n in FILES)
+    marker = target / MARKER
+    if not marker.is_file() or not all((target / n).is_file() for n in FILES):
+        return False
+    try:
+        return json.loads(marker.read_text()).get("generator") == GENERATOR_VERSION
+    except ValueError:
+        return False
 
 
-def _generate(seed: int, cache: Path, target: Path) -> None:
+def _generate(seed: int, voice_seconds: float, cache: Path, target: Path) -> None:
     # Build in a sibling temp dir and rename: an interrupted generation leaves only a temp dir that
     # is never loaded (and is swept here, under the lock, next time).
     for stale in cache.glob(f".random-{seed}-*"):
         shutil.rmtree(stale, ignore_errors=True)
     if target.exists():
-        shutil.rmtree(target)  # incomplete: a copy someone damaged by hand
+        shutil.rmtree(target)  # incomplete, damaged by hand, or made by an older generator
+    # Another voice length of the same seed has the same weights: link its files instead of rebuilding.
+    siblings = [cache / f"random-{seed}", *sorted(cache.glob(f"random-{seed}-voice*"))]
+    sibling = next((d for d in siblings if d != target and _complete(d)), None)
     tmp = Path(tempfile.mkdtemp(prefix=f".random-{seed}-", dir=cache))
     try:
-        from engine.generate import write_random_checkpoint
+        from engine.checkpoint.generate import write_random_checkpoint
 
-        write_random_checkpoint(tmp, seed)
-        (tmp / MARKER).write_text(json.dumps({"weights": "random", "seed": seed}))
+        write_random_checkpoint(tmp, seed, voice_seconds, weights_from=sibling)
+        marker = {"weights": "random", "seed": seed, "voice_seconds": voice_seconds, "generator": GENERATOR_VERSION}
+        (tmp / MARKER).write_text(json.dumps(marker))
         os.rename(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def main() -> int:
-    """`python -m engine.checkpoint [SPEC]`: resolve (download or generate) once, print where it is."""
-    import sys
+class VoiceShape(msgspec.Struct, frozen=True, kw_only=True):
+    """How big a checkpoint's built-in voice is: what T3 prefills and S3Gen re-runs on every flow call.
+    A real 10 s voice: 150 T3 prompt tokens, 250 S3Gen prompt tokens, 500 mel frames."""
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from engine.settings import EngineSettings
-
-    settings = EngineSettings.from_env()
-    spec = sys.argv[1] if len(sys.argv) > 1 else settings.checkpoint
-    try:
-        ckpt = resolve(spec, settings.cache_dir or None)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(f"checkpoint {ckpt.path} (weights {ckpt.weights}, from {ckpt.source})")
-    return 0
+    t3_prompt_tokens: int
+    s3gen_prompt_tokens: int
+    s3gen_prompt_frames: int
 
 
-if __name__ == "__main__":
-    raise SystemExit(main())
+def voice_shape(path: str | os.PathLike[str]) -> VoiceShape:
+    """The prompt lengths of the built-in voice (conds.pt) in a checkpoint directory; every benchmark
+    records them, since a shorter voice flatters streaming."""
+    import torch
+
+    conds = torch.load(Path(path) / "conds.pt", map_location="cpu", weights_only=True)
+    return VoiceShape(
+        t3_prompt_tokens=int(conds["t3"]["cond_prompt_speech_tokens"].shape[-1]),
+        s3gen_prompt_tokens=int(conds["gen"]["prompt_token"].shape[-1]),
+        s3gen_prompt_frames=int(conds["gen"]["prompt_feat"].shape[-2]),
+    )

@@ -6,13 +6,19 @@ model has learned nothing, so its audio is noise.
 
 from __future__ import annotations
 
+import os
+import shutil
 import string
 from pathlib import Path
 
 import numpy as np
 import torch
+from chatterbox.tts import ChatterboxTTS
 from safetensors.torch import save_file
 from tqdm import tqdm
+
+from engine.audio import SAMPLE_RATE
+from engine.models.voices import conditionals_from_wav
 
 SPECIALS = {"[STOP]": 0, "[UNK]": 1, "[SPACE]": 2, "[PAD]": 3, "[SEP]": 4, "[CLS]": 5, "[MASK]": 6}
 START_ID = 255  # T3Config.start_text_token; [STOP] is T3Config.stop_text_token = 0
@@ -52,7 +58,7 @@ def tokenizer_json() -> str:
     return tok.to_str()
 
 
-def synthetic_voice(seconds: float, seed: int, sr: int = 24000) -> np.ndarray:
+def synthetic_voice(seconds: float, seed: int, sr: int = SAMPLE_RATE) -> np.ndarray:
     """A voiced, vowel-like reference: harmonics on a gliding f0 under a syllable envelope."""
     rng = np.random.default_rng(seed)
     t = np.arange(int(seconds * sr)) / sr
@@ -69,18 +75,26 @@ def synthetic_voice(seconds: float, seed: int, sr: int = 24000) -> np.ndarray:
     return (0.3 * wav / np.abs(wav).max()).astype(np.float32)
 
 
-def write_random_checkpoint(out: Path, seed: int) -> None:
+WEIGHT_FILES = ("ve.safetensors", "t3_cfg.safetensors", "s3gen.safetensors", "tokenizer.json")
+
+
+def write_random_checkpoint(out: Path, seed: int, voice_seconds: float, weights_from: Path | None = None) -> None:
+    """The five files into `out`. With `weights_from` (a complete checkpoint of the same seed), its
+    weight files are linked, not rebuilt: the same seed gives the same bytes, only the voice differs."""
     from chatterbox.models.s3gen import S3Gen
     from chatterbox.models.t3 import T3
     from chatterbox.models.tokenizers import EnTokenizer
     from chatterbox.models.voice_encoder import VoiceEncoder
-    from chatterbox.tts import ChatterboxTTS
 
-    from engine.checkpoint import SYNTHETIC_VOICE_SECONDS
-    from engine.voices import conditionals_from_wav
-
+    desc = f"generating random checkpoint (seed {seed}, {voice_seconds:g} s voice)"
+    if weights_from is not None:
+        for name in WEIGHT_FILES:
+            _link_or_copy(weights_from / name, out / name)
+        model = ChatterboxTTS.from_local(str(out), "cpu")
+        _write_voice(model, out, voice_seconds, seed)
+        return
     steps = ["voice encoder", "T3", "S3Gen", "tokenizer", "built-in voice"]
-    with tqdm(total=len(steps), desc=f"generating random checkpoint (seed {seed})", unit="step") as bar:
+    with tqdm(total=len(steps), desc=desc, unit="step") as bar:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             bar.set_postfix_str(steps[0])
@@ -105,10 +119,21 @@ def write_random_checkpoint(out: Path, seed: int) -> None:
 
             bar.set_postfix_str(steps[4])
             model = ChatterboxTTS(t3, s3gen, ve, EnTokenizer(str(out / "tokenizer.json")), "cpu")
-            wav = synthetic_voice(SYNTHETIC_VOICE_SECONDS, seed)
-            conds = conditionals_from_wav(model, wav)
-            conds.save(out / "conds.pt")
+            _write_voice(model, out, voice_seconds, seed)
             bar.update()
+
+
+def _write_voice(model: ChatterboxTTS, out: Path, voice_seconds: float, seed: int) -> None:
+    # Through the same code as a user's uploaded voice, so its shapes are a real voice's of that length.
+    wav = synthetic_voice(voice_seconds, seed)
+    conditionals_from_wav(model, wav).save(out / "conds.pt")
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system
+        shutil.copy2(src, dst)
 
 
 def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

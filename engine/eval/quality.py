@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from engine.audio import SAMPLE_RATE
+
 # Distance buckets in milliseconds from the nearest chunk edge.
 BUCKETS_MS = ((0, 20), (20, 80), (80, 200), (200, 10**9))
 
@@ -17,7 +19,7 @@ def snr_db(reference: np.ndarray, test: np.ndarray) -> float:
 
 
 def snr_by_edge_distance(
-    reference: np.ndarray, test: np.ndarray, chunk_lengths: list[int], sample_rate: int = 24000
+    reference: np.ndarray, test: np.ndarray, chunk_lengths: list[int], sample_rate: int = SAMPLE_RATE
 ) -> dict[str, float]:
     """SNR in each distance bucket; the edges are where consecutive chunks of `test` meet."""
     if len(reference) != len(test):

@@ -12,10 +12,11 @@ import numpy as np
 import torch
 from chatterbox.models.s3gen import S3Gen
 
-from engine.flow import TOKEN_MEL_RATIO, flow_mels
-from engine.hift_stream import HiftStream
-from engine.noise import NoiseTape
-from engine.s3gen_stream import SAMPLES_PER_TOKEN
+from engine.audio import SAMPLE_RATE
+from engine.models.s3gen.flow import TOKEN_MEL_RATIO, flow_mels
+from engine.models.s3gen.hift import HiftStream
+from engine.models.s3gen.noise import NoiseTape
+from engine.models.s3gen.stream import SAMPLES_PER_TOKEN
 
 CONTEXT_TOKENS = 50
 FADE_SECONDS = 0.02
@@ -49,6 +50,6 @@ class SeedStyleStream:
         if start == 0:
             out[: len(self.trim_fade)] *= self.trim_fade[: len(out)]
         else:
-            n = min(len(out), int(FADE_SECONDS * 24000))
+            n = min(len(out), int(FADE_SECONDS * SAMPLE_RATE))
             out[:n] *= np.linspace(0.0, 1.0, n, dtype=np.float32)
         return out

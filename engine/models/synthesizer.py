@@ -14,21 +14,21 @@ import numpy as np
 import torch
 from chatterbox.tts import ChatterboxTTS, Conditionals
 
+from engine.audio import SAMPLE_RATE, decode_reference
 from engine.checkpoint import resolve
 from engine.errors import CheckpointError
 from engine.metrics import Metrics
+from engine.models.s3gen.stream import S3GenStream
+from engine.models.t3.chunks import TokenChunk
+from engine.models.t3.prompt import text_ids
+from engine.models.t3.scheduler import T3Request, run_alone
+from engine.models.voices import VoiceCache, conditionals_from_wav, with_exaggeration
+from engine.models.watermark import Watermarker
 from engine.params import SynthesisParams
-from engine.reference import decode_reference
-from engine.s3gen_stream import S3GenStream
 from engine.settings import EngineSettings
-from engine.t3_scheduler import T3Request
-from engine.t3_stream import T3Streamer, TokenChunk
 from engine.text import check_text, split_pieces
-from engine.voices import VoiceCache, conditionals_from_wav, with_exaggeration
-from engine.watermark import Watermarker
 
 log = logging.getLogger(__name__)
-SAMPLE_RATE = 24000
 
 
 class AudioChunk(msgspec.Struct, kw_only=True):
@@ -79,7 +79,6 @@ class Engine:
             self.model.t3.to(self.dtype)
             if self.model.conds is None:
                 raise CheckpointError(f"{self.checkpoint.path} has no built-in voice (conds.pt)")
-            self.t3 = T3Streamer(self.model.t3, self.model.tokenizer)
         if role != "t3":
             self.model.s3gen.flow.to(self.dtype)
         gc.collect()
@@ -99,13 +98,7 @@ class Engine:
             key = VoiceCache.key(reference)
             base = self.voices.get(key)
             if base is None:
-                s = self.settings
-                wav = decode_reference(
-                    reference,
-                    min_seconds=s.voice_min_seconds,
-                    max_seconds=s.voice_max_seconds,
-                    max_bytes=s.voice_max_bytes,
-                )
+                wav = decode_reference(reference, self.settings.voice)
                 base = conditionals_from_wav(self.model, wav)
                 self.voices.put(key, base)
         conds = with_exaggeration(base, exaggeration)
@@ -121,28 +114,31 @@ class Engine:
     def _generator(self, seed: int) -> torch.Generator:
         return torch.Generator(device=self.device).manual_seed(seed)
 
-    def token_chunks(self, pieces, conds, params, seed, first, should_stop) -> Iterator[TokenChunk]:
-        return self.t3.stream(
-            pieces,
-            conds.t3,
-            params,
-            first_chunk_size=first,
-            max_new_tokens=params.max_new_tokens or self.settings.max_new_tokens,
-            generator=self._generator(seed),
-            should_stop=should_stop,
-        )
+    def text_ids(self, piece: str) -> torch.Tensor:
+        return text_ids(self.model.t3, self.model.tokenizer, piece)
 
-    def t3_request(self, key: str, pieces, conds, params, seed, first) -> T3Request:
-        """A job for the batched T3 scheduler: the same pieces, chunking and generator as token_chunks."""
+    def t3_request(
+        self, key: str, pieces: list[str], conds: Conditionals, params: SynthesisParams, seed: int, *, whole: bool
+    ) -> T3Request:
+        """A job for the T3 scheduler, a worker's batch or `run_alone`. `whole`: one token chunk per
+        text piece (regular synthesis), else the streaming schedule from `first_chunk_size`."""
         return T3Request(
             key,
-            [self.t3.text_ids(piece) for piece in pieces],
+            [self.text_ids(piece) for piece in pieces],
             conds.t3,
             params,
-            first_chunk_size=first,
+            first_chunk_size=params.first_chunk_size or self.settings.first_chunk_size,
             max_new_tokens=params.max_new_tokens or self.settings.max_new_tokens,
             generator=self._generator(seed),
+            whole=whole,
         )
+
+    def token_chunks(
+        self, pieces, conds, params, seed, *, whole: bool, should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[TokenChunk]:
+        """One job's token chunks in-process: the same scheduler a worker batches jobs in, with one job."""
+        request = self.t3_request("in-process", pieces, conds, params, seed, whole=whole)
+        return run_alone(self.model.t3, request, should_stop)
 
     def open_s3gen(self, ref: dict, seed: int, holdback: int | None = None) -> S3GenStream:
         s = self.settings
@@ -171,10 +167,9 @@ class Engine:
         return self._stream(started, pieces, conds, params, seed, should_stop)
 
     def _stream(self, started, pieces, conds, params, seed, should_stop) -> Iterator[AudioChunk]:
-        first = params.first_chunk_size or self.settings.first_chunk_size
         metrics = Metrics(weights=self.weights)
         s3 = self.open_s3gen(conds.gen, seed)
-        for chunk in self.token_chunks(pieces, conds, params, seed, first, should_stop):
+        for chunk in self.token_chunks(pieces, conds, params, seed, whole=False, should_stop=should_stop):
             pcm = self.watermarker.apply(s3.push(chunk.tokens, chunk.final), SAMPLE_RATE)
             metrics.tokens_generated += chunk.generated
             metrics.valid_tokens += len(chunk.tokens)
@@ -197,11 +192,9 @@ class Engine:
         pieces, params, seed = self.prepare(text, params or SynthesisParams())
         conds = self.conditionals(reference, params.exaggeration)
         metrics = Metrics(weights=self.weights)
-        # One chunk per piece: the whole piece's tokens at once.
-        whole = msgspec.structs.replace(params, chunk_size=10**9)
         s3 = self.open_s3gen(conds.gen, seed, holdback=0)
         parts = []
-        for chunk in self.token_chunks(pieces, conds, whole, seed, 10**9, lambda: False):
+        for chunk in self.token_chunks(pieces, conds, params, seed, whole=True):
             metrics.tokens_generated += chunk.generated
             metrics.valid_tokens += len(chunk.tokens)
             parts.append(s3.push(chunk.tokens, chunk.final))

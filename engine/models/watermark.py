@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from engine.audio import SAMPLE_RATE
+
 
 class Watermarker:
     def __init__(self, enabled: bool = True) -> None:
@@ -14,7 +16,7 @@ class Watermarker:
 
             self._perth = perth.PerthImplicitWatermarker()
             # The first call costs ~10 s of one-time set-up; pay it at start, not on a user's first chunk.
-            self.apply(np.zeros(24000, dtype=np.float32), 24000)
+            self.apply(np.zeros(SAMPLE_RATE, dtype=np.float32), SAMPLE_RATE)
 
     def apply(self, wav: np.ndarray, sample_rate: int) -> np.ndarray:
         if self._perth is None or not len(wav):

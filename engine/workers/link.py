@@ -4,24 +4,31 @@ The compute loop (a T3 or S3Gen step can hold the CPU or GPU for a second) must 
 the worker looks alive, so this thread registers, heartbeats both ways, notices a silent or restarted
 broker and reconnects, and passes jobs and cancels to the compute loop through an inproc socket.
 Torch releases the GIL in its kernels, so the thread keeps time while the model runs.
+
+However the compute loop ends (a crash, or a signal), the link's last message is a Goodbye saying why,
+so the broker acts on the slot's jobs at once instead of waiting out the heartbeat expiry — as vLLM's
+engine core announces its own death before it exits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
 
 import zmq
 
-from broker.protocol import Cancel, Codec, Heartbeat, Job, ProtocolError, Ready, Register
+from broker.protocol import Cancel, Codec, Goodbye, Heartbeat, Job, ProtocolError, Ready, Register
 from broker.settings import BrokerSettings
 from broker.sockets import make_socket
 
 log = logging.getLogger(__name__)
 RECENT_CANCELS = 1024
+GOODBYE_LINGER_MS = 1000  # the closing DEALER's time to deliver the Goodbye (and what preceded it)
 
 
 class BrokerLink:
@@ -30,6 +37,7 @@ class BrokerLink:
     The compute thread reads jobs and cancels from `inbound` (a PULL socket it may poll with its own
     sockets) and sends to the broker with `send()`. `generation` grows whenever the worker registers
     afresh; work begun under an older generation belongs to a broker that no longer tracks it.
+    Run the compute loop inside `running()`, which starts the thread and says Goodbye at the end.
     """
 
     def __init__(self, ctx: zmq.Context, broker: BrokerSettings, ready: Ready) -> None:
@@ -42,6 +50,7 @@ class BrokerLink:
         self._cancelled_at: dict[str, float] = {}  # job → monotonic time its cancel arrived
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._goodbye: Goodbye | None = None  # set by stop() before _stop; read by the IO thread after it
         tag = f"{os.getpid()}-{id(self)}"
         self._in_addr, self._out_addr = f"inproc://link-in-{tag}", f"inproc://link-out-{tag}"
         self.inbound = make_socket(ctx, zmq.PULL)
@@ -56,8 +65,26 @@ class BrokerLink:
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    @contextlib.contextmanager
+    def running(self) -> Iterator[None]:
+        """The IO thread around the compute loop: an exception escaping the loop becomes the reason the
+        Goodbye gives (and is re-raised, so the process exits non-zero)."""
+        self.start()
+        reason = "stopped"
+        try:
+            yield
+        except BaseException as exc:
+            reason = f"the {self.ready.role} loop crashed: {exc!r}"
+            raise
+        finally:
+            self.stop(reason)
+
+    def stop(self, reason: str) -> None:
+        """End the IO thread; what the compute loop sent still goes out, then a Goodbye with `reason`."""
+        self._goodbye = Goodbye(reason=reason)
         self._stop.set()
+        with contextlib.suppress(zmq.Again):  # Again: the IO thread is gone or stuck; nothing to wake
+            self._outbound.send(b"", zmq.NOBLOCK)  # an empty frame wakes it now, not at its next heartbeat
         self._thread.join(timeout=2)
         self.inbound.close()
         self._outbound.close()
@@ -102,19 +129,18 @@ class BrokerLink:
         interval = self.broker.heartbeat_interval
         broker_seen = next_beat = time.monotonic()
         beat = codec.encode(Heartbeat())[0]
+        linger = 0
         try:
-            while not self._stop.is_set():
+            while True:
                 poller = zmq.Poller()
                 poller.register(dealer, zmq.POLLIN)
                 poller.register(from_compute, zmq.POLLIN)
                 events = dict(poller.poll(max(0.0, next_beat - time.monotonic()) * 1000))
+                if self._stop.is_set():
+                    break  # no heartbeat after the Goodbye: it must be the broker's last word from us
                 now = time.monotonic()
                 if from_compute in events:
-                    while True:
-                        try:
-                            dealer.send_multipart(from_compute.recv_multipart(zmq.NOBLOCK, copy=False), copy=False)
-                        except zmq.Again:
-                            break
+                    self._forward(from_compute, dealer)
                 if dealer in events:
                     broker_seen = now
                     while True:
@@ -133,11 +159,28 @@ class BrokerLink:
                     self._new_generation()
                     dealer = self._connect(attempt)
                     broker_seen = now
+            self._forward(from_compute, dealer)  # e.g. a Failed sent just before the loop ended
+            if self._goodbye is not None:
+                with contextlib.suppress(zmq.Again):
+                    dealer.send(codec.encode(self._goodbye)[0], zmq.NOBLOCK)
+                    linger = GOODBYE_LINGER_MS
         except zmq.ContextTerminated:
             pass
         finally:
-            for sock in (dealer, to_compute, from_compute):
+            dealer.close(linger=linger)
+            for sock in (to_compute, from_compute):
                 sock.close(linger=0)
+
+    @staticmethod
+    def _forward(from_compute: zmq.Socket, dealer: zmq.Socket) -> None:
+        """Pass on what the compute loop sent, skipping stop()'s empty wake-up frame."""
+        while True:
+            try:
+                frames = from_compute.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                return
+            if len(frames[0]):
+                dealer.send_multipart(frames, copy=False)
 
     def _on_broker(self, frames: list, codec: Codec, dealer: zmq.Socket, to_compute: zmq.Socket) -> None:
         try:

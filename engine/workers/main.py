@@ -17,7 +17,10 @@ from broker.settings import BrokerSettings
 from engine.settings import EngineSettings, WorkerSettings
 
 if TYPE_CHECKING:
-    from engine.synthesizer import Engine
+    from engine.models.synthesizer import Engine
+
+log = logging.getLogger(__name__)
+EXIT_CRASHED = 1
 
 
 class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -27,7 +30,7 @@ class WorkerConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def parse(role: str, argv: list[str] | None, doc: str | None) -> WorkerConfig:
-    p = argparse.ArgumentParser(prog=f"python -m engine.{role}_worker", description=doc)
+    p = argparse.ArgumentParser(prog=f"python -m engine.workers.{role}", description=doc)
     p.add_argument("--slot", help="slot name, shared by the slot's T3 and S3Gen workers (default cpu0)")
     p.add_argument("--device", help="cuda:N or cpu (default CHATTERBOX_DEVICE, else cpu)")
     p.add_argument("--pipe", help="the slot's T3 → S3Gen endpoint (default an ipc socket named after the slot)")
@@ -59,15 +62,19 @@ def stop_event() -> threading.Event:
 
 
 def run_worker(role: Role, worker_class, argv: list[str] | None, doc: str | None) -> int:
-    """Parse settings, load this role's half of the model, run the worker loop until a signal."""
+    """Parse settings, load this role's half of the model, run the worker loop until a signal.
+    0 after a signal; EXIT_CRASHED when the loop raised (the broker has had our Goodbye by then)."""
     config = parse(role, argv, doc)
     stop = stop_event()
-    from engine.synthesizer import Engine  # torch loads here, after arguments are known to be good
+    from engine.models.synthesizer import Engine  # torch loads here, after arguments are known to be good
 
     engine = Engine(config.engine, role=role)
     ctx = zmq.Context()
     try:
         worker_class(config, engine, ctx, stop).run()
+    except Exception:
+        log.exception("the %s worker crashed", role)
+        return EXIT_CRASHED  # non-zero: supervisord restarts us, and the log says it was no clean stop
     finally:
         ctx.destroy(linger=200)
     return 0

@@ -1,8 +1,8 @@
-"""`python -m engine.s3gen_worker --slot NAME --device cuda:N|cpu`: token chunks → 24 kHz audio.
+"""`python -m engine.workers.s3gen --slot NAME --device cuda:N|cpu`: token chunks → 24 kHz audio.
 
 Pulls token chunks from the slot's T3 worker, keeps one S3GenStream per job, and publishes audio
 chunks, then `done`, on the results channel with the client's id as topic. With many jobs at once it
-vocodes the most urgent first, coalescing and batching as engine.s3gen_jobs decides. Passes run on
+vocodes the most urgent first, coalescing and batching as engine.models.s3gen.passes decides. Passes run on
 lane threads while this loop keeps reading chunks and cancels: one lane while T3 decodes, more while
 T3 reports no job (its cores are idle then). Audio chunks are numbered 1, 2, … per attempt; a token
 chunk out of order ends the job with `gap` rather than skipping audio.
@@ -27,6 +27,7 @@ from broker.protocol import (
     Codec,
     Done,
     Error,
+    ErrorCode,
     Load,
     ProtocolError,
     Span,
@@ -34,11 +35,12 @@ from broker.protocol import (
     frame_array,
 )
 from broker.sockets import await_subscriber, make_socket
+from engine.audio import SAMPLE_RATE
 from engine.metrics import Metrics
-from engine.s3gen_jobs import JobState, Pass, next_pass, take, vocode
-from engine.synthesizer import SAMPLE_RATE, Engine
-from engine.worker_link import BrokerLink
-from engine.worker_main import WorkerConfig, ready_message, run_worker
+from engine.models.s3gen.passes import JobState, Pass, next_pass, take, vocode
+from engine.models.synthesizer import Engine
+from engine.workers.link import BrokerLink
+from engine.workers.main import WorkerConfig, ready_message, run_worker
 
 log = logging.getLogger(__name__)
 MAX_JOBS_PER_CAPACITY = 4  # per-job state kept at most: queued chunks of finished jobs drain first
@@ -80,40 +82,44 @@ class S3GenWorker:
         # Ready (sent by the link) only once the broker hears what we publish.
         if not await_subscriber(self.results, self.stop, self.results_at):
             return  # stopped before the broker came; the context's teardown closes the sockets
-        self.link.start()
-        log.info(
-            "slot %s: S3Gen ready on %s (weights %s, %d lanes while T3 is idle)",
-            self.slot, self.engine.device, self.engine.weights, self.idle_lanes,
-        )  # fmt: skip
-        poller = zmq.Poller()
-        poller.register(self.pipe, zmq.POLLIN)
-        poller.register(self.link.inbound, zmq.POLLIN)
-        try:
-            while not self.stop.is_set():
-                startable = self.free_lanes() > 0 and any(s.queue and not s.busy for s in self.jobs.values())
-                poller.poll(0 if startable else LANE_POLL_MS if self.passes else 200)
-                while self.link.inbound.poll(0):
-                    msg, _ = self.link.receive()
-                    if isinstance(msg, Cancel):
-                        self._drop(msg.job, "cancelled")
-                while self.pipe.poll(0):
-                    self._take(self.pipe.recv_multipart(copy=False))
-                while self.results.poll(0):
-                    self.results.recv()  # the subscription again, from a restarted broker
-                self._drop_stale()
-                self._collect()
-                worker = self.config.worker
-                while self.free_lanes() > 0:
-                    group = next_pass(self.jobs, worker.coalesce_tokens, worker.flow_batch)
-                    if not group:
-                        break
-                    take(group)
-                    self.passes[self.lanes.submit(vocode, group, self.engine.watermarker)] = group
-        finally:
-            self.lanes.shutdown(wait=False, cancel_futures=True)
-            self.link.stop()
-            self.pipe.close()
-            self.results.close()
+        # However the loop ends, the link's last word to the broker is a Goodbye (a crash re-raises).
+        with self.link.running():
+            log.info(
+                "slot %s: S3Gen ready on %s (weights %s, %d lanes while T3 is idle)",
+                self.slot, self.engine.device, self.engine.weights, self.idle_lanes,
+            )  # fmt: skip
+            poller = zmq.Poller()
+            poller.register(self.pipe, zmq.POLLIN)
+            poller.register(self.link.inbound, zmq.POLLIN)
+            try:
+                while not self.stop.is_set():
+                    self._turn(poller)
+            finally:
+                self.lanes.shutdown(wait=False, cancel_futures=True)
+                self.pipe.close()
+                self.results.close()
+
+    def _turn(self, poller: zmq.Poller) -> None:
+        """One pass of the loop: wait a little, read what arrived, publish what is done, start passes."""
+        startable = self.free_lanes() > 0 and any(s.queue and not s.busy for s in self.jobs.values())
+        poller.poll(0 if startable else LANE_POLL_MS if self.passes else 200)
+        while self.link.inbound.poll(0):
+            msg, _ = self.link.receive()
+            if isinstance(msg, Cancel):
+                self._drop(msg.job, "cancelled")
+        while self.pipe.poll(0):
+            self._take(self.pipe.recv_multipart(copy=False))
+        while self.results.poll(0):
+            self.results.recv()  # the subscription again, from a restarted broker
+        self._drop_stale()
+        self._collect()
+        worker = self.config.worker
+        while self.free_lanes() > 0:
+            group = next_pass(self.jobs, worker.coalesce_tokens, worker.flow_batch)
+            if not group:
+                break
+            take(group)
+            self.passes[self.lanes.submit(vocode, group, self.engine.watermarker)] = group
 
     def _take(self, frames: list) -> None:
         try:
@@ -156,9 +162,8 @@ class S3GenWorker:
             state.queue.append((msg, np.frombuffer(bulk[0], dtype=np.int32)))
         except ProtocolError as exc:
             self.jobs.pop(msg.job, None)
-            self._publish(
-                msg.client, Error(job=msg.job, code="gap", message=str(exc), attempt=msg.attempt, slot=self.slot)
-            )
+            gap = Error(job=msg.job, code=ErrorCode.GAP, message=str(exc), attempt=msg.attempt, slot=self.slot)
+            self._publish(msg.client, gap)
 
     def _open(self, msg: Tokens, bulk: list) -> JobState:
         if msg.seq != 1 or not msg.reference:
@@ -204,7 +209,8 @@ class S3GenWorker:
     def _fail(self, job: str, state: JobState, msg: Tokens, exc: Exception) -> None:
         log.error("job %s failed in S3Gen", job, exc_info=exc)
         self.jobs.pop(job, None)
-        error = Error(job=job, code="internal", message=f"S3Gen failed: {exc}", attempt=msg.attempt, slot=self.slot)
+        message = f"S3Gen failed: {exc}"
+        error = Error(job=job, code=ErrorCode.INTERNAL, message=message, attempt=msg.attempt, slot=self.slot)
         self._publish(state.client, error)
 
     def _emit(self, job: str, state: JobState, chunks: list, pcm: np.ndarray, started: float) -> None:

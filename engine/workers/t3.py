@@ -1,4 +1,4 @@
-"""`python -m engine.t3_worker --slot NAME --device cuda:N|cpu [--capacity N]`: text → speech-token chunks.
+"""`python -m engine.workers.t3 --slot NAME --device cuda:N|cpu [--capacity N]`: text → speech-token chunks.
 
 Takes jobs from the broker, decodes all of them together (T3Scheduler: continuous batching), and
 pushes each token chunk down the slot's pipe to its S3Gen worker, the voice reference riding along
@@ -19,18 +19,17 @@ import numpy as np
 import torch
 import zmq
 
-from broker.protocol import Abort, Codec, Failed, Job, Load, Span, Tokens, array_frame
+from broker.protocol import Abort, Codec, ErrorCode, Failed, Job, Load, Span, Tokens, array_frame
 from broker.sockets import make_socket
 from engine.errors import InvalidInput
-from engine.synthesizer import Engine
-from engine.t3_scheduler import T3Scheduler
-from engine.t3_stream import TokenChunk
-from engine.worker_link import BrokerLink
-from engine.worker_main import WorkerConfig, ready_message, run_worker
+from engine.models.synthesizer import Engine
+from engine.models.t3.chunks import TokenChunk
+from engine.models.t3.scheduler import T3Scheduler
+from engine.workers.link import BrokerLink
+from engine.workers.main import WorkerConfig, ready_message, run_worker
 
 log = logging.getLogger(__name__)
 PIPE_HWM = 256  # token chunks in flight to S3Gen; beyond this T3 waits (S3Gen is far behind)
-WHOLE = 10**9  # chunk size for regular synthesis: one chunk per text piece
 
 
 def reference_frames(ref: dict) -> tuple[list, list]:
@@ -82,31 +81,35 @@ class T3Worker:
         self.load_sent: int | None = None  # running jobs last reported to S3Gen
 
     def run(self) -> None:
-        self.link.start()
-        log.info(
-            "slot %s: T3 ready on %s (weights %s, capacity %d)",
-            self.config.worker.slot, self.engine.device, self.engine.weights, self.config.worker.capacity,
-        )  # fmt: skip
-        poller = zmq.Poller()
-        poller.register(self.link.inbound, zmq.POLLIN)
-        try:
-            while not self.stop.is_set():
-                busy = len(self.scheduler) and not self.outbox
-                poller.register(self.pipe, zmq.POLLOUT if self.outbox else 0)
-                poller.poll(0 if busy else 200)
-                self._take_messages()
-                self._reap()
-                self._report_load()
-                if self._flush() and len(self.scheduler):
-                    self._step()
-        finally:
-            for key in list(self.running):
-                self._end(key)
-            deadline = time.monotonic() + 1.0
-            while self.outbox and time.monotonic() < deadline and self.pipe.poll(100, zmq.POLLOUT):
-                self._flush()
-            self.link.stop()
-            self.pipe.close()
+        # However the loop ends, the link's last word to the broker is a Goodbye (a crash re-raises).
+        with self.link.running():
+            log.info(
+                "slot %s: T3 ready on %s (weights %s, capacity %d)",
+                self.config.worker.slot, self.engine.device, self.engine.weights, self.config.worker.capacity,
+            )  # fmt: skip
+            poller = zmq.Poller()
+            poller.register(self.link.inbound, zmq.POLLIN)
+            try:
+                while not self.stop.is_set():
+                    self._turn(poller)
+            finally:
+                for key in list(self.running):
+                    self._end(key)
+                deadline = time.monotonic() + 1.0
+                while self.outbox and time.monotonic() < deadline and self.pipe.poll(100, zmq.POLLOUT):
+                    self._flush()
+                self.pipe.close()
+
+    def _turn(self, poller: zmq.Poller) -> None:
+        """One pass of the loop: take jobs and cancels, then one batched step if S3Gen has room."""
+        busy = len(self.scheduler) and not self.outbox
+        poller.register(self.pipe, zmq.POLLOUT if self.outbox else 0)
+        poller.poll(0 if busy else 200)
+        self._take_messages()
+        self._reap()
+        self._report_load()
+        if self._flush() and len(self.scheduler):
+            self._step()
 
     def _take_messages(self) -> None:
         while self.link.inbound.poll(0):
@@ -121,17 +124,15 @@ class T3Worker:
         try:
             pieces, params, seed = self.engine.prepare(job.text, job.params)
             conds = self.engine.conditionals(reference, params.exaggeration)
-            first = params.first_chunk_size or self.engine.settings.first_chunk_size
-            if not job.stream:
-                params, first = msgspec.structs.replace(params, chunk_size=WHOLE), WHOLE
-            request = self.engine.t3_request(job.job, pieces, conds, params, seed, first)
+            request = self.engine.t3_request(job.job, pieces, conds, params, seed, whole=not job.stream)
         except InvalidInput as exc:
-            failed = Failed(job=job.job, attempt=job.attempt, code="invalid_input", message=str(exc), field=exc.field)
-            self.link.send(failed)
+            code = ErrorCode.INVALID_INPUT
+            self.link.send(Failed(job=job.job, attempt=job.attempt, code=code, message=str(exc), field=exc.field))
             return
         except Exception as exc:
             log.exception("job %s failed", job.job)
-            self.link.send(Failed(job=job.job, attempt=job.attempt, code="internal", message=f"T3 failed: {exc}"))
+            message = f"T3 failed: {exc}"
+            self.link.send(Failed(job=job.job, attempt=job.attempt, code=ErrorCode.INTERNAL, message=message))
             return
         specs, ref_frames = reference_frames(conds.gen)
         self.running[job.job] = Running(job, time.monotonic(), self.link.generation, seed, specs, ref_frames)
@@ -168,7 +169,7 @@ class T3Worker:
         for key, reason in result.failed:
             r = self.running.pop(key)
             log.error("job %s failed: %s", key, reason)
-            self.link.send(Failed(job=key, attempt=r.job.attempt, code="internal", message=reason))
+            self.link.send(Failed(job=key, attempt=r.job.attempt, code=ErrorCode.INTERNAL, message=reason))
             if r.sent:
                 self.outbox.append((key, self.codec.encode(Abort(job=key))))
         for key, chunk in result.chunks:

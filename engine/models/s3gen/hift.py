@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from chatterbox.models.s3gen.hifigan import HiFTGenerator
 
-from engine.noise import NoiseTape
+from engine.models.s3gen.noise import NoiseTape
 
 HOP = 480  # samples per mel frame at 24 kHz
 

@@ -12,15 +12,23 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
-from broker.protocol import SAMPLE_RATE, Tokens
+from engine.audio import SAMPLE_RATE
 from engine.metrics import Metrics
-from engine.s3gen_stream import S3GenStream, run_flow
-from engine.watermark import Watermarker
+from engine.models.s3gen.stream import S3GenStream, run_flow
+from engine.models.watermark import Watermarker
 
-Queued = tuple[Tokens, np.ndarray]  # a token chunk's header and its valid tokens
+
+class ChunkHeader(Protocol):
+    """What a pass reads of a token chunk's header (the worker's wire message, or any object like it)."""
+
+    final: bool
+
+
+Queued = tuple[ChunkHeader, np.ndarray]  # a token chunk's header and its valid tokens
 
 
 @dataclass(slots=True)

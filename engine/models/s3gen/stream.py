@@ -8,9 +8,9 @@ import numpy as np
 import torch
 from chatterbox.models.s3gen import S3Gen
 
-from engine.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO, flow_mels_batch
-from engine.hift_stream import HOP, HiftStream
-from engine.noise import NoiseTape
+from engine.models.s3gen.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO, flow_mels_batch
+from engine.models.s3gen.hift import HOP, HiftStream
+from engine.models.s3gen.noise import NoiseTape
 
 SAMPLES_PER_TOKEN = TOKEN_MEL_RATIO * HOP  # 960
 

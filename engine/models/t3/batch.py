@@ -14,12 +14,9 @@ import torch.nn.functional as F
 from chatterbox.models.t3 import T3
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 from transformers import DynamicCache
-from transformers.generation.logits_process import (
-    MinPLogitsWarper,
-    RepetitionPenaltyLogitsProcessor,
-    TopPLogitsWarper,
-)
 
+from engine.models.t3.prompt import prompt_embeds
+from engine.models.t3.sampling import Sampler
 from engine.params import SynthesisParams
 
 
@@ -30,9 +27,8 @@ class BatchStream:
         self.key = key
         self.params = params
         self.max_new_tokens = max_new_tokens
-        self.generator = generator
-        self.cfg = params.cfg_weight > 0.0
-        self.rows = 2 if self.cfg else 1
+        self.sampler = Sampler(params, generator)
+        self.rows = self.sampler.rows
         self.steps = 0  # tokens sampled so far
         self.length = 0  # real (unpadded) positions in its KV cache
         self.seen: torch.Tensor | None = None
@@ -41,25 +37,13 @@ class BatchStream:
         self.prompt: torch.Tensor | None = None
         self.cache: DynamicCache | None = None
         self.prefilled = 0
-        self.penalty = RepetitionPenaltyLogitsProcessor(penalty=float(params.repetition_penalty))
-        self.min_p = MinPLogitsWarper(min_p=params.min_p)
-        self.top_p = TopPLogitsWarper(top_p=params.top_p)
 
     def ends_with(self, token: int, stop: int) -> bool:
         return (token == stop and not self.params.ignore_stop) or self.steps >= self.max_new_tokens
 
     def sample(self) -> int:
-        """The next id, as T3Streamer.tokens samples it (CFG, repetition penalty, temperature, min-p, top-p)."""
         assert self.logits is not None and self.seen is not None
-        p = self.params
-        scores = self.logits[0:1]
-        if self.cfg:
-            scores = scores + p.cfg_weight * (scores - self.logits[1:2])
-        scores = self.penalty(self.seen, scores)
-        if p.temperature != 1.0:
-            scores = scores / p.temperature
-        scores = self.top_p(self.seen, self.min_p(self.seen, scores))
-        token = torch.multinomial(torch.softmax(scores, dim=-1), 1, generator=self.generator)
+        token = self.sampler.sample(self.logits, self.seen)
         self.seen = torch.cat([self.seen, token], dim=1)
         self.steps += 1
         return int(token)
@@ -84,17 +68,10 @@ class T3Batch:
     def begin(self, stream: BatchStream, text_ids: torch.Tensor, cond: T3Cond) -> None:
         """Embed a stream's prompt; `prefill` then runs it, in parts if asked, before it joins."""
         t3 = self.t3
-        hp = t3.hp
-        ids = text_ids.expand(stream.rows, -1)
-        start = torch.full((stream.rows, 1), hp.start_speech_token, dtype=torch.long, device=t3.device)
-        embeds, _ = t3.prepare_input_embeds(
-            t3_cond=cond, text_tokens=ids, speech_tokens=start, cfg_weight=stream.params.cfg_weight
-        )
-        bos = t3.speech_emb(start[:1]) + t3.speech_pos_emb.get_fixed_embedding(0)
-        stream.prompt = torch.cat([embeds, bos.expand(stream.rows, -1, -1)], dim=1)
+        stream.prompt = prompt_embeds(t3, text_ids, cond, stream.rows, stream.params.cfg_weight)
         stream.cache = DynamicCache()
         stream.prefilled = 0
-        stream.seen = start[:1].clone()
+        stream.seen = torch.full((1, 1), t3.hp.start_speech_token, dtype=torch.long, device=t3.device)
 
     @torch.inference_mode()
     def prefill(self, stream: BatchStream, positions: int | None) -> bool:

@@ -1,8 +1,9 @@
 """Continuous batching of whole T3 jobs: text pieces, chunking, admission and removal around T3Batch.
 
-A job is decoded piece by piece (a long text's sentences), each piece a BatchStream with the job's one
-generator, exactly as T3Streamer.stream runs them alone, so a seeded job's chunks do not depend on who
-else is in the batch. Before each decoding step at most `prefill_chunk` positions of one waiting prompt
+The one T3 decoding path: a worker's batch of many jobs and the in-process engine's single job
+(`run_alone`) both go through it. A job is decoded piece by piece (a long text's sentences), each piece a
+BatchStream with the job's one generator, so a seeded job's chunks do not depend on who else is in the
+batch. Before each decoding step at most `prefill_chunk` positions of one waiting prompt
 are prefilled (the whole prompt when nobody is decoding): a new job, or a crowd of them, joins over
 several steps while the running streams keep sampling one token per step.
 Model code only: the T3 worker owns the sockets and calls `step()` in its loop.
@@ -11,16 +12,16 @@ Model code only: the T3 worker owns the sockets and calls `step()` in its loop.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import msgspec
 import torch
 from chatterbox.models.t3 import T3
 from chatterbox.models.t3.modules.cond_enc import T3Cond
 
+from engine.models.t3.batch import BatchStream, T3Batch
+from engine.models.t3.chunks import TokenChunk, TokenChunker
 from engine.params import SynthesisParams
-from engine.t3_batch import BatchStream, T3Batch
-from engine.t3_stream import TokenChunk, TokenChunker
 
 
 class T3Request:
@@ -36,6 +37,7 @@ class T3Request:
         first_chunk_size: int,
         max_new_tokens: int,
         generator: torch.Generator,
+        whole: bool = False,
     ) -> None:
         if not pieces:
             raise ValueError("a request needs at least one piece of text")
@@ -45,7 +47,8 @@ class T3Request:
         self.params = params
         self.max_new_tokens = max_new_tokens
         self.generator = generator
-        self.chunker = TokenChunker(first_chunk_size, params.chunk_size)
+        # whole: one chunk per text piece (regular synthesis) instead of the streaming schedule.
+        self.chunker = TokenChunker(first_chunk_size, params.chunk_size, whole=whole)
         self.piece = 0  # index of the piece being decoded (or waiting for its prefill)
         self.stream: BatchStream | None = None  # the piece's stream while its prompt is prefilled
 
@@ -140,3 +143,23 @@ class T3Scheduler:
             return False
         request.stream = None
         return True
+
+
+def run_alone(t3: T3, request: T3Request, should_stop: Callable[[], bool] = lambda: False) -> Iterator[TokenChunk]:
+    """One job's chunks as they are cut, through a scheduler of its own: the in-process engine's T3.
+
+    `should_stop` is asked before every step, so a stop ends decoding within one token. A failed step
+    raises. The chunk clock restarts after the consumer had each chunk: its time is not T3's.
+    """
+    scheduler = T3Scheduler(t3)
+    scheduler.submit(request)
+    while len(scheduler):
+        if should_stop():
+            scheduler.cancel(request.key)
+            return
+        result = scheduler.step()
+        if result.failed:
+            raise RuntimeError(result.failed[0][1])
+        for _, chunk in result.chunks:
+            yield chunk
+            request.chunker.restart_clock()

@@ -8,6 +8,7 @@ import torch
 
 from engine.models.t3.batch import BatchStream, T3Batch
 from engine.params import SynthesisParams
+from tests.engine.models.t3.test_one_path import raw_alone
 
 TEXTS = ["Hello there, this is one.", "A second and somewhat longer sentence to say.", "Third."]
 PARAMS = [
@@ -20,19 +21,14 @@ TOKENS = 12
 
 @pytest.fixture(scope="module")
 def alone(engine) -> list[list[int]]:
-    """Each stream decoded on its own by the streaming engine's T3 (the reference)."""
-    runs = []
-    for text, params in zip(TEXTS, PARAMS, strict=True):
-        cond = engine.conditionals(None, params.exaggeration).t3
-        generator = torch.Generator().manual_seed(params.seed)
-        runs.append(list(engine.t3.tokens(engine.t3.text_ids(text), cond, params, TOKENS, generator)))
-    return runs
+    """Each stream decoded in a batch of its own (the in-process engine's case): the reference."""
+    return [raw_alone(engine, text, params, TOKENS) for text, params in zip(TEXTS, PARAMS, strict=True)]
 
 
 def join(batch: T3Batch, engine, i: int) -> None:
     params = PARAMS[i]
     stream = BatchStream(str(i), params, TOKENS, torch.Generator().manual_seed(params.seed))
-    batch.add(stream, engine.t3.text_ids(TEXTS[i]), engine.conditionals(None, params.exaggeration).t3)
+    batch.add(stream, engine.text_ids(TEXTS[i]), engine.conditionals(None, params.exaggeration).t3)
 
 
 def collect(out: dict[str, list[int]], sampled: dict[str, int], stop: int) -> None:

@@ -1,13 +1,14 @@
 """Whole jobs through the batched T3 scheduler: pieces, chunking, admission, cancel and failure, checked
-against the same jobs run alone through T3Streamer.stream (float32, generated checkpoint)."""
+against the same jobs run alone, as the in-process engine runs them (float32, generated checkpoint)."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import torch
 
+from engine.models.t3.chunks import TokenChunk
 from engine.models.t3.scheduler import T3Request, T3Scheduler
-from engine.models.t3.stream import TokenChunk
 from engine.params import SynthesisParams
 
 MAX_TOKENS = 14
@@ -18,6 +19,10 @@ JOBS = {
     "fixed": (["Sampled past its stop token."], SynthesisParams(seed=7, ignore_stop=True, chunk_size=10)),
 }
 FIRST = 4
+JOBS = {
+    key: (pieces, msgspec.structs.replace(params, first_chunk_size=FIRST, max_new_tokens=MAX_TOKENS))
+    for key, (pieces, params) in JOBS.items()
+}
 
 
 def chunk_fields(chunks: list[TokenChunk]) -> list[tuple]:
@@ -26,15 +31,8 @@ def chunk_fields(chunks: list[TokenChunk]) -> list[tuple]:
 
 def request(engine, key: str) -> T3Request:
     pieces, params = JOBS[key]
-    conds = engine.conditionals(None, params.exaggeration)
-    return T3Request(
-        key,
-        [engine.t3.text_ids(p) for p in pieces],
-        conds.t3,
-        params,
-        first_chunk_size=FIRST,
-        max_new_tokens=MAX_TOKENS,
-        generator=torch.Generator().manual_seed(params.seed),
+    return engine.t3_request(
+        key, pieces, engine.conditionals(None, params.exaggeration), params, params.seed, whole=False
     )
 
 
@@ -42,15 +40,8 @@ def request(engine, key: str) -> T3Request:
 def alone(engine) -> dict[str, list[tuple]]:
     runs = {}
     for key, (pieces, params) in JOBS.items():
-        chunks = engine.t3.stream(
-            pieces,
-            engine.conditionals(None, params.exaggeration).t3,
-            params,
-            first_chunk_size=FIRST,
-            max_new_tokens=MAX_TOKENS,
-            generator=torch.Generator().manual_seed(params.seed),
-        )
-        runs[key] = chunk_fields(list(chunks))
+        conds = engine.conditionals(None, params.exaggeration)
+        runs[key] = chunk_fields(list(engine.token_chunks(pieces, conds, params, params.seed, whole=False)))
     return runs
 
 

@@ -1,0 +1,1 @@
+"""Quality measures and the seed-style baseline that streamed audio is compared against."""

@@ -1,0 +1,1 @@
+"""T3 (text -> speech tokens): one decoding path, batched, for every request."""

@@ -1,0 +1,1 @@
+"""The T3 and S3Gen worker processes: the only engine code that imports zmq or broker."""
