@@ -10,7 +10,30 @@ from typing import TypeVar
 import msgspec
 
 PREFIX = "CHATTERBOX_"
+VOICE_PREFIX = PREFIX + "VOICE_"
 S = TypeVar("S", bound=msgspec.Struct)
+
+
+class VoiceLimits(msgspec.Struct, frozen=True, kw_only=True):
+    """Reference-voice limits (`CHATTERBOX_VOICE_*`): one set, read by the engine for every reference it
+    decodes and by the gateway for every upload to `POST /voices`, so a stored voice is one the engine takes."""
+
+    # Decoded duration, in seconds.
+    min_seconds: float = 1.0
+    max_seconds: float = 60.0
+    # Size of the file as sent, in bytes.
+    max_bytes: int = 20 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_seconds <= self.max_seconds or self.max_bytes <= 0:
+            raise ValueError(
+                f"voice limits need 0 <= min_seconds <= max_seconds and max_bytes > 0, got min_seconds="
+                f"{self.min_seconds:g}, max_seconds={self.max_seconds:g}, max_bytes={self.max_bytes}"
+            )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> VoiceLimits:
+        return settings_from_env(cls, VOICE_PREFIX, env, overrides)
 
 
 class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -34,15 +57,13 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     flow_left_tokens: int = 8
     flow_holdback_tokens: int = 2
     hift_context_frames: int = 8
-    # Voice references: decoded duration limits (seconds) and size limit (bytes).
-    voice_min_seconds: float = 1.0
-    voice_max_seconds: float = 60.0
-    voice_max_bytes: int = 20 * 1024 * 1024
+    # Reference-voice limits, from `CHATTERBOX_VOICE_*` (the gateway checks uploads against the same ones).
+    voice: VoiceLimits = msgspec.field(default_factory=VoiceLimits)
     watermark: bool = True
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> EngineSettings:
-        return settings_from_env(cls, PREFIX, env, overrides)
+        return settings_from_env(cls, PREFIX, env, {"voice": VoiceLimits.from_env(env), **overrides})
 
 
 def settings_from_env(

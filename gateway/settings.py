@@ -1,4 +1,5 @@
-"""Gateway settings, from `CHATTERBOX_GATEWAY_*` (and `CHATTERBOX_API_KEY`, `CHATTERBOX_MAX_TEXT_CHARS`)."""
+"""Gateway settings, from `CHATTERBOX_GATEWAY_*` (and `CHATTERBOX_API_KEY`, `CHATTERBOX_MAX_TEXT_CHARS`, and the
+engine's `CHATTERBOX_VOICE_*` reference-voice limits)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 
 import msgspec
 
-from engine.settings import settings_from_env
+from engine.settings import VOICE_PREFIX, VoiceLimits, settings_from_env
 
 PREFIX = "CHATTERBOX_GATEWAY_"
 
@@ -24,10 +25,9 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     max_text_chars: int = 3000
     # Request bodies (uploads included) beyond this are refused with 413 before they are read whole.
     max_body_bytes: int = 25 * 1024 * 1024
-    # Reference audio: size and duration limits, checked on upload and per request.
-    voice_max_bytes: int = 20 * 1024 * 1024
-    voice_min_seconds: float = 1.0
-    voice_max_seconds: float = 60.0
+    # Reference audio limits, checked on upload: the engine's own (`CHATTERBOX_VOICE_*`), so a stored voice is
+    # one every synthesis accepts.
+    voice: VoiceLimits = msgspec.field(default_factory=VoiceLimits)
     # Where uploaded voices live, so they survive restarts.
     data_dir: str = ""
     # SSE comment sent while a job waits (seconds), so proxies keep the stream open.
@@ -38,9 +38,11 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> GatewaySettings:
         env = os.environ if env is None else env
+        refuse_gateway_voice_variables(env)
         shared = {
             "api_key": env.get("CHATTERBOX_API_KEY"),
             "max_text_chars": env.get("CHATTERBOX_MAX_TEXT_CHARS"),
+            "voice": VoiceLimits.from_env(env),
         }
         merged = {k: v for k, v in shared.items() if v is not None} | {
             k: v for k, v in overrides.items() if v is not None
@@ -53,3 +55,14 @@ class GatewaySettings(msgspec.Struct, frozen=True, kw_only=True):
 
     def origins(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
+
+
+def refuse_gateway_voice_variables(env: Mapping[str, str]) -> None:
+    """`CHATTERBOX_GATEWAY_VOICE_*` once set upload limits apart from the engine's (so the gateway stored voices
+    every synthesis then refused); refuse them rather than ignore them, naming the variable to set instead."""
+    old = sorted(k for k in env if k.startswith(PREFIX + "VOICE_"))
+    if old:
+        renames = "; ".join(
+            f"{k} is no longer read, set {VOICE_PREFIX}{k.removeprefix(PREFIX + 'VOICE_')}" for k in old
+        )
+        raise ValueError(f"{renames} (the gateway checks uploads against the engine's {VOICE_PREFIX}* limits)")

@@ -15,8 +15,9 @@ from pathlib import Path
 
 import msgspec
 
+from engine.audio import SAMPLE_RATE, decode_reference
 from engine.errors import InvalidInput
-from engine.reference import decode_reference
+from engine.settings import VoiceLimits
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
@@ -34,15 +35,15 @@ class VoiceNotFound(LookupError):
 
 
 class VoiceStore:
-    def __init__(self, root: Path, *, max_bytes: int, min_seconds: float, max_seconds: float) -> None:
+    def __init__(self, root: Path, limits: VoiceLimits) -> None:
         self.root = root
-        self.limits = {"max_bytes": max_bytes, "min_seconds": min_seconds, "max_seconds": max_seconds}
+        self.limits = limits
         root.mkdir(parents=True, exist_ok=True)
 
     def validate(self, data: bytes) -> float:
-        """Decode and check limits; the duration in seconds, or InvalidInput naming `audio_prompt`."""
-        wav = decode_reference(data, **self.limits)
-        return len(wav) / 24000
+        """Decode and check the engine's limits; the duration in seconds, or InvalidInput naming `audio_prompt`."""
+        wav = decode_reference(data, self.limits)
+        return len(wav) / SAMPLE_RATE
 
     def add(self, name: str, data: bytes) -> Voice:
         if not isinstance(name, str) or not NAME.match(name):
