@@ -37,6 +37,7 @@ from broker.protocol import (
     Codec,
     Done,
     Error,
+    ErrorCode,
     Ping,
     Pong,
     ProtocolError,
@@ -47,6 +48,7 @@ from broker.protocol import (
 )
 from broker.settings import BrokerSettings
 from broker.sockets import make_socket
+from engine.audio import SAMPLE_RATE
 from engine.cli import add_synthesis_arguments, synthesis_params
 from engine.metrics import Metrics
 from engine.params import SynthesisParams
@@ -55,19 +57,19 @@ SUBSCRIBE_TIMEOUT = 10.0  # s a submit waits for the broker to see our results s
 
 
 class JobError(Exception):
-    """The job ended with an error message; `code` says which kind (see protocol.Error)."""
+    """The job ended with an error message; `code` says which kind, and whether to retry."""
 
-    def __init__(self, code: str, message: str, field: str | None = None, retryable: bool = False) -> None:
+    def __init__(self, code: ErrorCode, message: str, field: str | None = None) -> None:
         super().__init__(f"{code}: {message}")
         self.code = code
         self.message = message
         self.field = field
-        self.retryable = retryable
+        self.retryable = code.retryable
 
 
 class BrokerUnavailable(JobError):
     def __init__(self, message: str) -> None:
-        super().__init__("broker_lost", message, retryable=True)
+        super().__init__(ErrorCode.BROKER_LOST, message)
 
 
 class Chunk(msgspec.Struct, kw_only=True):
@@ -200,7 +202,7 @@ class AsyncClient:
                 await self._until_subscribed(started + SUBSCRIBE_TIMEOUT - time.monotonic())
                 await self._send(submit, *bulk)
                 msg, _ = await self._next(channel)
-                if not (isinstance(msg, Error) and msg.code == "unsubscribed"):
+                if not (isinstance(msg, Error) and msg.code is ErrorCode.UNSUBSCRIBED):
                     break
                 self._subscribed.clear()  # a restarted broker: wait for our SUB to reach it, then resubmit
         except BaseException:
@@ -209,7 +211,7 @@ class AsyncClient:
             raise
         if isinstance(msg, Error):
             self._jobs.pop(job, None)
-            raise JobError(msg.code, msg.message, msg.field, msg.retryable)
+            raise JobError(msg.code, msg.message, msg.field)
         if not isinstance(msg, Accepted):
             channel.queue.put_nowait((msg, _))  # a result overtook the acceptance; keep it
         return self._chunks(job, channel, started)
@@ -237,7 +239,7 @@ class AsyncClient:
         try:
             return await asyncio.wait_for(channel.queue.get(), limit)
         except TimeoutError:
-            raise JobError("timeout", f"nothing from the server for {limit:g} s") from None
+            raise JobError(ErrorCode.TIMEOUT, f"nothing from the server for {limit:g} s") from None
 
     async def _chunks(self, job: str, channel: _Channel, started: float) -> AsyncIterator[Chunk]:
         ended = False
@@ -249,12 +251,13 @@ class AsyncClient:
                     continue
                 if isinstance(msg, Error):
                     ended = True
-                    raise JobError(msg.code, msg.message, msg.field, msg.retryable)
+                    raise JobError(msg.code, msg.message, msg.field)
                 if attempt is None:
                     attempt = msg.attempt
                 seq = msg.chunks + 1 if isinstance(msg, Done) else msg.seq
                 if msg.attempt != attempt or seq != expected:
-                    raise JobError("gap", f"expected chunk {expected} of attempt {attempt}, got {seq} of {msg.attempt}")
+                    gap = f"expected chunk {expected} of attempt {attempt}, got {seq} of {msg.attempt}"
+                    raise JobError(ErrorCode.GAP, gap)
                 if isinstance(msg, Done):
                     ended = True
                     return
@@ -395,7 +398,7 @@ class AsyncClient:
 
     def _fail_all(self, reason: str) -> None:
         for job, channel in self._jobs.items():
-            channel.queue.put_nowait((Error(job=job, code="broker_lost", message=reason, retryable=True), []))
+            channel.queue.put_nowait((Error(job=job, code=ErrorCode.BROKER_LOST, message=reason), []))
 
 
 class Client:
@@ -475,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(args.output, wav, 24000, subtype="PCM_16")
+    sf.write(args.output, wav, SAMPLE_RATE, subtype="PCM_16")
     out = sys.stderr if args.json else sys.stdout
     if summary.weights == "random":
         print("NOTE: the server runs RANDOM weights; the audio is noise.", file=out)

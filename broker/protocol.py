@@ -8,7 +8,9 @@ is the receiving client's id (PUB/SUB filters on it).
 
 from __future__ import annotations
 
-from typing import Literal
+import enum
+import types
+from typing import Literal, NamedTuple
 
 import msgspec
 import numpy as np
@@ -16,10 +18,57 @@ import numpy as np
 from engine.metrics import Metrics
 from engine.params import SynthesisParams
 
-PROTOCOL_VERSION = 2  # 2: T3 tells S3Gen its load (Load)
-SAMPLE_RATE = 24000
+PROTOCOL_VERSION = 3  # 2: T3 tells S3Gen its load (Load); 3: a worker says Goodbye before it exits
 
 Role = Literal["t3", "s3gen"]
+
+
+class ErrorCode(enum.StrEnum):
+    """Why a job (or a request) ended without its audio: the `code` of Error and Failed, of the client's
+    JobError, and of the HTTP, SSE and WebSocket error bodies. The values are the wire strings."""
+
+    INVALID_INPUT = "invalid_input"  # a request field is unusable; `field` names it
+    NOT_FOUND = "not_found"  # a named voice does not exist (gateway only)
+    BUSY = "busy"  # every slot is busy and the queue is full
+    TIMEOUT = "timeout"  # no slot became free in time, or the server went silent on the job
+    WORKER_LOST = "worker_lost"  # a worker of the job's slot died after the job's audio had begun
+    BROKER_LOST = "broker_lost"  # the broker is unreachable, silent, or restarted
+    CANCELLED = "cancelled"  # by the client
+    GAP = "gap"  # a chunk went missing on the way
+    INTERNAL = "internal"  # the model side raised
+    UNSUBSCRIBED = "unsubscribed"  # frontend reply: the broker cannot reach the client's results yet
+
+    @property
+    def status(self) -> int:
+        """The HTTP status the gateway answers with."""
+        return _ERROR_TRAITS[self].status
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same request, sent again, may well succeed."""
+        return _ERROR_TRAITS[self].retryable
+
+
+class _ErrorTraits(NamedTuple):
+    status: int
+    retryable: bool
+
+
+# Read-only: no module-level mutable state. Every member has a row (tests check).
+_ERROR_TRAITS = types.MappingProxyType(
+    {
+        ErrorCode.INVALID_INPUT: _ErrorTraits(422, False),
+        ErrorCode.NOT_FOUND: _ErrorTraits(404, False),
+        ErrorCode.BUSY: _ErrorTraits(503, True),
+        ErrorCode.TIMEOUT: _ErrorTraits(504, True),
+        ErrorCode.WORKER_LOST: _ErrorTraits(503, False),  # its stream was under way: not idempotent
+        ErrorCode.BROKER_LOST: _ErrorTraits(503, True),
+        ErrorCode.CANCELLED: _ErrorTraits(499, False),
+        ErrorCode.GAP: _ErrorTraits(500, False),
+        ErrorCode.INTERNAL: _ErrorTraits(500, False),
+        ErrorCode.UNSUBSCRIBED: _ErrorTraits(503, True),
+    }
+)
 
 
 class TensorSpec(msgspec.Struct, frozen=True, array_like=True):
@@ -134,9 +183,17 @@ class Failed(msgspec.Struct, tag="failed", kw_only=True):
 
     job: str
     attempt: int
-    code: str
+    code: ErrorCode
     message: str
     field: str | None = None
+
+
+class Goodbye(msgspec.Struct, tag="goodbye", kw_only=True):
+    """Worker → broker, its last message: it is exiting (its loop crashed, or it was told to stop). The
+    broker treats it as lost now: its slot's jobs are re-dispatched or end with `worker_lost` at once,
+    not after the heartbeat expiry."""
+
+    reason: str
 
 
 # -- T3 → S3Gen (the slot's PUSH/PULL pipe) --------------------------------------------------------
@@ -205,14 +262,16 @@ class Done(msgspec.Struct, tag="done", kw_only=True):
 
 class Error(msgspec.Struct, tag="error", kw_only=True):
     job: str
-    # invalid_input, busy, worker_lost, broker_lost, cancelled, timeout, gap, internal; and
-    # unsubscribed, a frontend reply the client handles itself (it submits again once subscribed)
-    code: str
+    code: ErrorCode  # decoding refuses a code not in ErrorCode
     message: str
     field: str | None = None
-    retryable: bool = False
+    retryable: bool = False  # always code.retryable (set below); on the wire for readers without the enum
     attempt: int = 0
     slot: str | None = None
+
+    def __post_init__(self) -> None:
+        self.code = ErrorCode(self.code)  # a bare string from the constructor is checked too
+        self.retryable = self.code.retryable
 
 
 Message = (
@@ -227,6 +286,7 @@ Message = (
     | Register
     | Job
     | Failed
+    | Goodbye
     | Tokens
     | Abort
     | Load

@@ -19,7 +19,9 @@ from broker.protocol import (
     Cancel,
     Done,
     Error,
+    ErrorCode,
     Failed,
+    Goodbye,
     Heartbeat,
     Job,
     Ready,
@@ -119,7 +121,8 @@ class Scheduler:
     def submit(self, msg: Submit, reference: bytes | None, now: float) -> None:
         self.submitted += 1
         if msg.job in self.jobs:
-            self.out.to_client(msg.client, Error(job=msg.job, code="invalid_input", field="job", message="duplicate"))
+            duplicate = Error(job=msg.job, code=ErrorCode.INVALID_INPUT, field="job", message="duplicate")
+            self.out.to_client(msg.client, duplicate)
             return
         try:
             msg.params.validated()
@@ -127,13 +130,14 @@ class Scheduler:
                 raise InvalidInput("audio_prompt", "is empty")
         except InvalidInput as exc:
             self.failed += 1
-            self.out.to_client(msg.client, Error(job=msg.job, code="invalid_input", message=str(exc), field=exc.field))
+            error = Error(job=msg.job, code=ErrorCode.INVALID_INPUT, message=str(exc), field=exc.field)
+            self.out.to_client(msg.client, error)
             return
         if not self._free_slot() and len(self.queue) >= self.settings.max_queue:
             self.rejected_busy += 1
             self.out.to_client(
                 msg.client,
-                Error(job=msg.job, code="busy", message="every slot is busy and the queue is full", retryable=True),
+                Error(job=msg.job, code=ErrorCode.BUSY, message="every slot is busy and the queue is full"),
             )
             return
         self.jobs[msg.job] = JobRecord(submit=msg, reference=reference, received=now)
@@ -146,7 +150,7 @@ class Scheduler:
         record = self.jobs.get(job_id)
         if record is None:
             return
-        self._end(record, Error(job=job_id, code="cancelled", message="cancelled by the client"), failed=False)
+        self._end(record, Error(job=job_id, code=ErrorCode.CANCELLED, message="cancelled by the client"), failed=False)
 
     def client_gone(self, topic: str) -> None:
         """The client's subscription went away (it disconnected): its jobs would play to no one."""
@@ -163,10 +167,16 @@ class Scheduler:
             return
         known = self.workers.get(identity)
         if known is None:
-            # Restarted broker, or a worker we expired: it must introduce itself again.
-            self.out.to_worker(identity, Register(epoch=self.epoch))
+            # Restarted broker, or a worker we expired: it must introduce itself again (unless it is leaving).
+            if not isinstance(msg, Goodbye):
+                self.out.to_worker(identity, Register(epoch=self.epoch))
             return
         slot = self.slots[known[0]]
+        if isinstance(msg, Goodbye):
+            # Its loop ended (a crash, or a signal): lost now, not at heartbeat expiry.
+            log.warning("slot %s: %s says goodbye: %s", slot.name, known[1], msg.reason)
+            self._lose(slot, known[1])
+            return
         ref = slot.worker(known[1])
         if ref is not None:
             ref.seen = now
@@ -174,7 +184,7 @@ class Scheduler:
             record = slot.jobs.get(msg.job)
             if record is not None and record.attempt == msg.attempt:
                 error = Error(job=msg.job, code=msg.code, message=msg.message, field=msg.field, slot=slot.name)
-                self._end(record, error, failed=msg.code != "invalid_input")
+                self._end(record, error, failed=msg.code != ErrorCode.INVALID_INPUT)
 
     def _ready(self, identity: bytes, msg: Ready, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:
@@ -215,9 +225,8 @@ class Scheduler:
                 record.slot = None
                 self.queue.appendleft(job)
             else:
-                error = Error(
-                    job=job, code="worker_lost", message=f"slot {slot.name} lost its {role} worker", slot=slot.name
-                )
+                message = f"slot {slot.name} lost its {role} worker"
+                error = Error(job=job, code=ErrorCode.WORKER_LOST, message=message, slot=slot.name)
                 self._end(record, error, failed=True, counted=True)
         self.dispatch()
 
@@ -269,7 +278,7 @@ class Scheduler:
             if now - record.received > self.settings.queue_timeout:
                 self.queue.remove(job)
                 message = f"no slot became free within {self.settings.queue_timeout:g} s"
-                self._end(record, Error(job=job, code="timeout", message=message, retryable=True), failed=True)
+                self._end(record, Error(job=job, code=ErrorCode.TIMEOUT, message=message), failed=True)
         if heartbeat:
             for identity in list(self.workers):
                 if not self.out.to_worker(identity, Heartbeat(epoch=self.epoch)):

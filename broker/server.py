@@ -20,6 +20,7 @@ from broker.protocol import (
     Codec,
     Done,
     Error,
+    ErrorCode,
     Ping,
     Pong,
     ProtocolError,
@@ -140,7 +141,7 @@ class Broker:
                 # Its results would go nowhere: a client's SUB reconnects on its own after a broker
                 # restart, possibly after its DEALER. Answer on the frontend, where it can hear us.
                 message = "the broker has not seen this client's results subscription yet"
-                self._reply(identity, Error(job=msg.job, code="unsubscribed", message=message, retryable=True))
+                self._reply(identity, Error(job=msg.job, code=ErrorCode.UNSUBSCRIBED, message=message))
                 return
             reference = bytes(bulk[0]) if msg.has_reference and bulk else None
             self.scheduler.submit(msg, reference, now)

@@ -31,10 +31,11 @@ from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 from litestar.static_files import create_static_files_router
 
 from broker.client import AsyncClient, Chunk, JobError
+from broker.protocol import ErrorCode
 from broker.settings import BrokerSettings
 from engine.errors import InvalidInput
 from gateway import audio
-from gateway.jobs import STATUS_BY_CODE, Services, Svc, chunk_metrics, open_job, serving, watch
+from gateway.jobs import Services, Svc, chunk_metrics, open_job, serving, watch
 from gateway.requests import PARAM_FIELDS, invalid_input, read_fields, synthesis_request
 from gateway.settings import GatewaySettings
 from gateway.voices import VoiceNotFound, VoiceStore
@@ -49,15 +50,14 @@ def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | 
 
 
 def job_error_response(exc: JobError) -> Response:
-    status = STATUS_BY_CODE.get(exc.code, 500)
     body: dict[str, Any] = {"error": exc.message, "code": exc.code}
     if exc.field:
         body["field"] = exc.field
-    return error_response(status, body, {"Retry-After": "1"} if exc.code == "busy" else None)
+    return error_response(exc.code.status, body, {"Retry-After": "1"} if exc.code is ErrorCode.BUSY else None)
 
 
 def invalid_input_handler(_: Request, exc: InvalidInput) -> Response:
-    return error_response(422, {"error": str(exc), "field": exc.field, "reason": exc.reason})
+    return error_response(ErrorCode.INVALID_INPUT.status, {"error": str(exc), "field": exc.field, "reason": exc.reason})
 
 
 def job_error_handler(_: Request, exc: JobError) -> Response:
@@ -65,7 +65,7 @@ def job_error_handler(_: Request, exc: JobError) -> Response:
 
 
 def voice_not_found_handler(_: Request, exc: VoiceNotFound) -> Response:
-    return error_response(404, {"error": f"unknown voice {exc.args[0]!r}", "field": "voice"})
+    return error_response(ErrorCode.NOT_FOUND.status, {"error": f"unknown voice {exc.args[0]!r}", "field": "voice"})
 
 
 # -- routes ---------------------------------------------------------------------------------------------
@@ -289,12 +289,7 @@ def create_app(settings: GatewaySettings | None = None, broker: BrokerSettings |
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         client = AsyncClient(broker)
         await client.start(timeout=30.0)
-        voices = VoiceStore(
-            settings.voices_dir(),
-            max_bytes=settings.voice_max_bytes,
-            min_seconds=settings.voice_min_seconds,
-            max_seconds=settings.voice_max_seconds,
-        )
+        voices = VoiceStore(settings.voices_dir(), settings.voice)
         holder["svc"] = Services(settings, client, voices)
         try:
             yield

@@ -19,14 +19,6 @@ from gateway.voices import VoiceStore
 
 # OpenAI's built-in voice names all mean the checkpoint's built-in voice here.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "fable", "nova", "onyx", "sage", "shimmer", "verse")
-STATUS_BY_CODE = {
-    "invalid_input": 422,
-    "busy": 503,
-    "timeout": 504,
-    "worker_lost": 503,
-    "broker_lost": 503,
-    "cancelled": 499,
-}
 
 
 class Services:

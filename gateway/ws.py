@@ -25,9 +25,10 @@ from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
 from broker.client import JobError
+from broker.protocol import ErrorCode
 from engine.errors import InvalidInput
 from gateway import audio
-from gateway.jobs import STATUS_BY_CODE, Services, Svc, chunk_metrics, open_job, serving, watch
+from gateway.jobs import Services, Svc, chunk_metrics, open_job, serving, watch
 from gateway.requests import synthesis_request
 from gateway.voices import VoiceNotFound
 
@@ -68,7 +69,7 @@ class Session:
         except ValueError:
             msg = None
         if not isinstance(msg, dict):
-            await self.error(None, "message", "must be a JSON object in a text frame", "invalid_input")
+            await self.error(None, "message", "must be a JSON object in a text frame", ErrorCode.INVALID_INPUT)
             return
         kind = msg.pop("type", "synthesize")
         if kind == "cancel":
@@ -77,12 +78,12 @@ class Session:
                 self.cancel.set()
             return
         if kind != "synthesize":
-            await self.error(None, "type", "must be synthesize or cancel", "invalid_input")
+            await self.error(None, "type", "must be synthesize or cancel", ErrorCode.INVALID_INPUT)
             return
         self.requests += 1
         if self.running is not None:
             reason = "one request at a time per connection: wait for done or send cancel"
-            await self.error(self.requests, "type", reason, "busy")
+            await self.error(self.requests, "type", reason, ErrorCode.BUSY)
             return
         self.cancel.clear()
         self.running = asyncio.create_task(self.serve(self.requests, msg))
@@ -98,10 +99,10 @@ class Session:
             req = synthesis_request(fields, svc.settings.max_text_chars)
             chunks = await open_job(svc, req, "ws/synthesize")
         except InvalidInput as exc:
-            await self.error(n, exc.field, exc.reason, "invalid_input")
+            await self.error(n, exc.field, exc.reason, ErrorCode.INVALID_INPUT)
             return
         except VoiceNotFound as exc:
-            await self.error(n, "voice", f"unknown voice {exc.args[0]!r}", "not_found", status=404)
+            await self.error(n, "voice", f"unknown voice {exc.args[0]!r}", ErrorCode.NOT_FOUND)
             return
         except JobError as exc:
             await self.error(n, exc.field, exc.message, exc.code)
@@ -126,16 +127,15 @@ class Session:
             await self.error(n, exc.field, exc.message, exc.code)
             return
         if self.cancel.is_set():
-            await self.error(n, None, "cancelled by the client", "cancelled")
+            await self.error(n, None, "cancelled by the client", ErrorCode.CANCELLED)
             return
         if seconds:
             svc.metrics.rtf.observe((time.monotonic() - started) / seconds)
         done = {"type": "done", "request": n, "message": "Streaming complete", "total_chunks": count}
         await self.send(done | {"metrics": metrics})
 
-    async def error(self, n: int | None, field: str | None, reason: str, code: str, status: int | None = None) -> None:
-        body: dict[str, Any] = {"type": "error", "request": n, "error": reason, "code": code}
-        body["status"] = status or STATUS_BY_CODE.get(code, 500)
+    async def error(self, n: int | None, field: str | None, reason: str, code: ErrorCode) -> None:
+        body: dict[str, Any] = {"type": "error", "request": n, "error": reason, "code": code, "status": code.status}
         if field:
             body["field"] = field
         await self.send(body)

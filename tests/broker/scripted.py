@@ -15,6 +15,7 @@ from broker.protocol import (
     Audio,
     Codec,
     Done,
+    Goodbye,
     Heartbeat,
     Job,
     Ready,
@@ -47,6 +48,7 @@ class ScriptedSlot:
         self._silent: frozenset[str] = frozenset()  # roles that stopped heartbeating; replaced whole, never mutated
         self._stop = threading.Event()
         self._out: queue.Queue[tuple[str, object, bytes | None]] = queue.Queue()
+        self._backend_out: queue.Queue[tuple[str, object]] = queue.Queue()  # (role, message) to the broker
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -98,6 +100,9 @@ class ScriptedSlot:
             while not self._out.empty():
                 topic, msg, frame = self._out.get()
                 pub.send_multipart([topic.encode(), *codec.encode(msg, *([frame] if frame else []))])
+            while not self._backend_out.empty():
+                role, msg = self._backend_out.get()
+                (t3 if role == "t3" else s3).send(codec.encode(msg)[0])
             if time.monotonic() >= next_beat:
                 for sock, role in ((t3, "t3"), (s3, "s3gen")):
                     if role not in self._silent:
@@ -133,6 +138,12 @@ class ScriptedSlot:
         for seq in range(1, chunks + 1):
             self.audio(job, seq, final=seq == chunks, samples=samples)
         self.done(job, chunks, samples)
+
+    def goodbye(self, role: str, reason: str) -> None:
+        """Say Goodbye as that worker's link does when its loop crashes, then fall silent (the sockets
+        stay open, so only the Goodbye can tell the broker: no disconnect, no missed heartbeat for a while)."""
+        self._silent = self._silent | {role}
+        self._backend_out.put((role, Goodbye(reason=reason)))
 
     def silence(self, *roles: str) -> None:
         """Stop heartbeating (as a hung or killed worker would) but keep the sockets; both roles by default."""

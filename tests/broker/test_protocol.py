@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import msgspec
 import numpy as np
 import pytest
 
 from broker.protocol import (
     Audio,
     Codec,
+    Error,
+    ErrorCode,
+    Failed,
     Job,
     ProtocolError,
     Span,
@@ -68,3 +72,37 @@ def test_tokens_header_lists_reference_frames() -> None:
     )  # fmt: skip
     decoded, _ = codec.decode(codec.encode(msg))
     assert decoded.reference == [spec]
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_every_error_code_round_trips_as_its_string(code: ErrorCode) -> None:
+    codec = Codec()
+    error = Error(job="j", code=code, message="m")
+    frames = codec.encode(error)
+    assert msgspec.msgpack.decode(frames[0])["code"] == code.value  # the wire carries the bare string
+    decoded, _ = codec.decode(frames)
+    assert decoded == error and decoded.code is code
+    assert decoded.retryable is code.retryable  # set from the code, never by hand
+    assert 400 <= code.status < 600
+    failed = Failed(job="j", attempt=1, code=code, message="m")
+    assert codec.decode(codec.encode(failed))[0].code is code
+
+
+def test_the_wire_strings_stay_put() -> None:
+    # Clients, dashboards and the frontend match on these strings: renaming one is a protocol change.
+    assert {c.value for c in ErrorCode} == {
+        "invalid_input", "not_found", "busy", "timeout", "worker_lost", "broker_lost", "cancelled", "gap",
+        "internal", "unsubscribed",
+    }  # fmt: skip
+    assert (ErrorCode.BUSY.status, ErrorCode.BUSY.retryable) == (503, True)
+    assert (ErrorCode.INVALID_INPUT.status, ErrorCode.NOT_FOUND.status, ErrorCode.TIMEOUT.status) == (422, 404, 504)
+
+
+def test_an_unknown_error_code_is_refused() -> None:
+    codec = Codec()
+    header = msgspec.msgpack.encode({"type": "error", "job": "j", "code": "exploded", "message": "m"})
+    with pytest.raises(ProtocolError, match="exploded"):
+        codec.decode([header])
+    with pytest.raises(ValueError):
+        Error(job="j", code="exploded", message="m")  # type: ignore[arg-type]
+    assert Error(job="j", code="busy", message="m").code is ErrorCode.BUSY  # a known bare string is checked in
