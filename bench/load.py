@@ -13,6 +13,7 @@ import msgspec
 
 from broker.client import Client, JobError
 from engine.audio import SAMPLE_RATE
+from engine.metrics import Metrics
 from engine.params import SynthesisParams
 from gateway import client as sse
 
@@ -103,19 +104,19 @@ def regular(url: str, text: str, index: int, params: SynthesisParams) -> StreamR
 def zmq_stream(client: Client, text: str, index: int, params: SynthesisParams) -> StreamRecord:
     record = StreamRecord(way="zmq", text=index, concurrency=1)
     started = time.monotonic()
+    tally = Metrics()
     try:
         for chunk in client.stream(text, params=params):
             now = time.monotonic()
-            if record.first_audio is None and len(chunk.pcm):
-                record.first_audio = now - started
+            tally.add_audio(len(chunk.pcm), chunk.sample_rate, now - started)
             record.transit_ms.append(1000 * (now - chunk.s3gen_span.end))
-            record.audio_seconds += len(chunk.pcm) / chunk.sample_rate
-            record.chunks += 1
             record.tokens_generated = chunk.metrics.tokens_generated
             record.valid_tokens = chunk.metrics.valid_tokens
     except JobError as exc:
         record.error = str(exc)
-    record.total = time.monotonic() - started
+    tally.end(time.monotonic() - started)
+    record.first_audio, record.total = tally.first_chunk_latency, tally.total_latency
+    record.audio_seconds, record.chunks = tally.audio_seconds, tally.chunks
     return record
 
 

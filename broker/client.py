@@ -286,25 +286,23 @@ class AsyncClient:
         """The whole waveform (float32, 24 kHz). Streams underneath unless `regular=True`."""
         started = time.monotonic()
         parts: list[np.ndarray] = []
-        first: float | None = None
+        tally = Metrics()  # client side: from the submit
         last: Chunk | None = None
         async for chunk in self.stream(text, **kwargs):
             parts.append(chunk.pcm)
-            if first is None and len(chunk.pcm):
-                first = chunk.latency
+            tally.add_audio(len(chunk.pcm), chunk.sample_rate, chunk.latency)
             last = chunk
         assert last is not None  # a stream always ends with a final chunk before `done`
         wav = np.concatenate(parts) if parts else np.zeros(0, np.float32)
-        total = time.monotonic() - started
-        seconds = len(wav) / last.sample_rate
+        tally.end(time.monotonic() - started)
         summary = Summary(
             job=last.job,
             slot=last.slot,
             chunks=last.seq,
-            audio_seconds=seconds,
-            first_chunk_latency=first,
-            total_latency=total,
-            rtf=total / seconds if seconds else None,
+            audio_seconds=tally.audio_seconds,
+            first_chunk_latency=tally.first_chunk_latency,
+            total_latency=tally.total_latency,
+            rtf=tally.rtf,
             metrics=last.metrics,
             weights=last.metrics.weights,
         )

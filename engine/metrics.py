@@ -1,4 +1,8 @@
-"""Per-job figures, shared by the in-process engine and the wire protocol (no torch import here)."""
+"""Per-job figures, shared by the in-process engine and the wire protocol (no torch import here).
+
+`Metrics` is also the one stream tally: wherever a stream's first audio, audio seconds, chunks and RTF are
+counted (a worker, the in-process engine, the ZeroMQ and SSE clients, the gateway, the benches), they are
+counted by `add_audio` and `end`, measured from wherever that counter's clock starts."""
 
 from __future__ import annotations
 
@@ -21,5 +25,9 @@ class Metrics(msgspec.Struct, kw_only=True):
         self.audio_seconds += samples / sample_rate
         if self.first_chunk_latency is None and samples:
             self.first_chunk_latency = elapsed
+        self.end(elapsed)
+
+    def end(self, elapsed: float) -> None:
+        """The stream's time so far is `elapsed` (e.g. when it ended, after its last chunk)."""
         self.total_latency = elapsed
         self.rtf = elapsed / self.audio_seconds if self.audio_seconds else None

@@ -24,6 +24,7 @@ from httpx_sse import connect_sse
 
 from engine.audio import SAMPLE_RATE
 from engine.cli import add_synthesis_arguments, synthesis_params
+from engine.metrics import Metrics
 
 
 class GatewayError(Exception):
@@ -48,14 +49,22 @@ class SseResult(msgspec.Struct, kw_only=True):
     started: float  # CLOCK_MONOTONIC when the request was sent
     ended: float
 
+    def tally(self) -> Metrics:
+        """The stream as this client saw it, from the request being sent: first audio, audio seconds, RTF."""
+        tally = Metrics()
+        for c in self.chunks:
+            tally.add_audio(c.samples, SAMPLE_RATE, c.arrived - self.started)
+        tally.end(self.ended - self.started)
+        return tally
+
     @property
     def first_audio(self) -> float | None:
         """Request sent → first non-empty audio chunk received, client side."""
-        return next((c.arrived - self.started for c in self.chunks if c.samples), None)
+        return self.tally().first_chunk_latency
 
     @property
     def audio_seconds(self) -> float:
-        return len(self.pcm) / SAMPLE_RATE
+        return self.tally().audio_seconds
 
 
 def default_url() -> str:
@@ -159,20 +168,21 @@ def main(argv: list[str] | None = None) -> int:
     last = result.chunks[-1].metrics
     if last["weights"] == "random":
         print("NOTE: the server runs RANDOM weights; the audio is noise.", file=out)
-    total = result.ended - result.started
+    tally = result.tally()
+    total = tally.total_latency
     summary = {
-        "first_chunk_latency": result.first_audio,
+        "first_chunk_latency": tally.first_chunk_latency,
         "total_latency": total,
-        "rtf": total / result.audio_seconds if result.audio_seconds else None,
-        "chunks": len(result.chunks),
-        "audio_seconds": result.audio_seconds,
+        "rtf": tally.rtf,
+        "chunks": tally.chunks,
+        "audio_seconds": tally.audio_seconds,
         "weights": last["weights"],
         "slot": last["slot"],
         "server_first_chunk_latency": last["first_chunk_latency"],
     }
     print(
         f"wrote {args.output}: {summary['audio_seconds']:.2f} s of audio in {summary['chunks']} chunks over SSE "
-        f"from {args.url}; first audio {seconds(result.first_audio)} (client side), total {total:.2f} s, "
+        f"from {args.url}; first audio {seconds(tally.first_chunk_latency)} (client side), total {total:.2f} s, "
         f"RTF {summary['rtf'] or 0:.2f}",
         file=out,
     )

@@ -199,8 +199,5 @@ class Engine:
             metrics.valid_tokens += len(chunk.tokens)
             parts.append(s3.push(chunk.tokens, chunk.final))
         wav = self.watermarker.apply(np.concatenate(parts), SAMPLE_RATE)
-        metrics.total_latency = metrics.first_chunk_latency = time.monotonic() - started
-        metrics.audio_seconds = len(wav) / SAMPLE_RATE
-        metrics.chunks = 1
-        metrics.rtf = metrics.total_latency / metrics.audio_seconds if len(wav) else None
+        metrics.add_audio(len(wav), SAMPLE_RATE, time.monotonic() - started)  # one chunk: the whole utterance
         return wav, metrics
