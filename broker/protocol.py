@@ -140,6 +140,8 @@ class Stats(msgspec.Struct, tag="stats", kw_only=True):
     completed: int
     failed: int
     rejected_busy: int
+    # Messages of a type the receiving loop has no handler for (logged as errors): 0 unless a peer misbehaves.
+    unexpected_messages: int = 0
 
 
 # -- broker ↔ workers (backend) ---------------------------------------------------------------------

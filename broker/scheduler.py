@@ -12,6 +12,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from broker.dispatch import Dispatcher
 from broker.protocol import (
     PROTOCOL_VERSION,
     Accepted,
@@ -109,6 +110,10 @@ class Scheduler:
         self.settings = settings
         self.out = outbox
         self.epoch = epoch
+        self._from_worker = Dispatcher(
+            "broker backend",
+            {Ready: self._ready, Heartbeat: self._heartbeat, Failed: self._failed, Goodbye: self._goodbye},
+        )
         self.slots: dict[str, Slot] = {}
         self.workers: dict[bytes, tuple[str, Role]] = {}  # identity → (slot, role)
         self.jobs: dict[str, JobRecord] = {}  # every job not yet ended, queued or dispatched
@@ -162,31 +167,44 @@ class Scheduler:
     # -- workers ------------------------------------------------------------------------------------
 
     def from_worker(self, identity: bytes, msg: object, now: float) -> None:
-        if isinstance(msg, Ready):
-            self._ready(identity, msg, now)
-            return
+        self._from_worker(msg, identity, now)
+
+    def _heard(self, identity: bytes, now: float, register: bool = True) -> tuple[Slot, Role] | None:
+        """The sender's slot and role, its liveness refreshed; None for a worker this broker does not know."""
         known = self.workers.get(identity)
         if known is None:
             # Restarted broker, or a worker we expired: it must introduce itself again (unless it is leaving).
-            if not isinstance(msg, Goodbye):
+            if register:
                 self.out.to_worker(identity, Register(epoch=self.epoch))
-            return
+            return None
         slot = self.slots[known[0]]
-        if isinstance(msg, Goodbye):
-            # Its loop ended (a crash, or a signal): lost now, not at heartbeat expiry.
-            log.warning("slot %s: %s says goodbye: %s", slot.name, known[1], msg.reason)
-            self._lose(slot, known[1])
-            return
         ref = slot.worker(known[1])
         if ref is not None:
             ref.seen = now
-        if isinstance(msg, Failed):
-            record = slot.jobs.get(msg.job)
-            if record is not None and record.attempt == msg.attempt:
-                error = Error(job=msg.job, code=msg.code, message=msg.message, field=msg.field, slot=slot.name)
-                self._end(record, error, failed=msg.code != ErrorCode.INVALID_INPUT)
+        return slot, known[1]
 
-    def _ready(self, identity: bytes, msg: Ready, now: float) -> None:
+    def _heartbeat(self, msg: Heartbeat, identity: bytes, now: float) -> None:
+        self._heard(identity, now)
+
+    def _failed(self, msg: Failed, identity: bytes, now: float) -> None:
+        heard = self._heard(identity, now)
+        if heard is None:
+            return
+        slot = heard[0]
+        record = slot.jobs.get(msg.job)
+        if record is not None and record.attempt == msg.attempt:
+            error = Error(job=msg.job, code=msg.code, message=msg.message, field=msg.field, slot=slot.name)
+            self._end(record, error, failed=msg.code != ErrorCode.INVALID_INPUT)
+
+    def _goodbye(self, msg: Goodbye, identity: bytes, now: float) -> None:
+        heard = self._heard(identity, now, register=False)
+        if heard is not None:
+            # Its loop ended (a crash, or a signal): lost now, not at heartbeat expiry.
+            slot, role = heard
+            log.warning("slot %s: %s says goodbye: %s", slot.name, role, msg.reason)
+            self._lose(slot, role)
+
+    def _ready(self, msg: Ready, identity: bytes, now: float) -> None:
         if msg.version != PROTOCOL_VERSION:
             log.error("worker %s speaks protocol %d, not %d; ignored", identity, msg.version, PROTOCOL_VERSION)
             return
@@ -358,4 +376,5 @@ class Scheduler:
             completed=self.completed,
             failed=self.failed,
             rejected_busy=self.rejected_busy,
+            unexpected_messages=self._from_worker.unknown,
         )

@@ -12,8 +12,10 @@ import logging
 import time
 import uuid
 
+import msgspec
 import zmq
 
+from broker.dispatch import Dispatcher
 from broker.protocol import (
     Audio,
     Cancel,
@@ -51,6 +53,9 @@ class Broker:
         # and filters per client at the XPUB.
         self.results_in.send(b"\x01")
         self.scheduler = Scheduler(settings, self, self.epoch)
+        self._from_client = Dispatcher(
+            "broker frontend", {Submit: self._submit, Cancel: self._cancel, Ping: self._ping, StatsRequest: self._stats}
+        )
         self.running = True
 
     # -- Outbox -------------------------------------------------------------------------------------
@@ -135,24 +140,28 @@ class Broker:
     def _on_frontend(self, frames: list[zmq.Frame]) -> None:
         identity = frames[0].bytes
         msg, bulk = self.codec.decode([f.buffer for f in frames[1:]])
-        now = time.monotonic()
-        if isinstance(msg, Submit):
-            if msg.client not in self.scheduler.subscribed:
-                # Its results would go nowhere: a client's SUB reconnects on its own after a broker
-                # restart, possibly after its DEALER. Answer on the frontend, where it can hear us.
-                message = "the broker has not seen this client's results subscription yet"
-                self._reply(identity, Error(job=msg.job, code=ErrorCode.UNSUBSCRIBED, message=message))
-                return
-            reference = bytes(bulk[0]) if msg.has_reference and bulk else None
-            self.scheduler.submit(msg, reference, now)
-        elif isinstance(msg, Cancel):
-            self.scheduler.cancel(msg.job)
-        elif isinstance(msg, Ping):
-            self._reply(identity, Pong(epoch=self.epoch, subscribed=msg.client in self.scheduler.subscribed))
-        elif isinstance(msg, StatsRequest):
-            self._reply(identity, self.scheduler.stats())
-        else:
-            raise ProtocolError(f"{type(msg).__name__} on the frontend")
+        self._from_client(msg, identity, bulk)
+
+    def _submit(self, msg: Submit, identity: bytes, bulk: list) -> None:
+        if msg.client not in self.scheduler.subscribed:
+            # Its results would go nowhere: a client's SUB reconnects on its own after a broker
+            # restart, possibly after its DEALER. Answer on the frontend, where it can hear us.
+            message = "the broker has not seen this client's results subscription yet"
+            self._reply(identity, Error(job=msg.job, code=ErrorCode.UNSUBSCRIBED, message=message))
+            return
+        reference = bytes(bulk[0]) if msg.has_reference and bulk else None
+        self.scheduler.submit(msg, reference, time.monotonic())
+
+    def _cancel(self, msg: Cancel, identity: bytes, bulk: list) -> None:
+        self.scheduler.cancel(msg.job)
+
+    def _ping(self, msg: Ping, identity: bytes, bulk: list) -> None:
+        self._reply(identity, Pong(epoch=self.epoch, subscribed=msg.client in self.scheduler.subscribed))
+
+    def _stats(self, msg: StatsRequest, identity: bytes, bulk: list) -> None:
+        stats = self.scheduler.stats()
+        unexpected = stats.unexpected_messages + self._from_client.unknown
+        self._reply(identity, msgspec.structs.replace(stats, unexpected_messages=unexpected))
 
     def _reply(self, identity: bytes, msg: object) -> None:
         try:

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 
 import zmq
 
+from broker.dispatch import Dispatcher
 from broker.protocol import Cancel, Codec, Goodbye, Heartbeat, Job, ProtocolError, Ready, Register
 from broker.settings import BrokerSettings
 from broker.sockets import make_socket
@@ -58,6 +59,10 @@ class BrokerLink:
         self._outbound = make_socket(ctx, zmq.PUSH)
         self._outbound.bind(self._out_addr)
         self._codec = Codec()
+        self._from_broker = Dispatcher(
+            f"{ready.role} link",
+            {Heartbeat: self._heartbeat, Register: self._register, Cancel: self._cancel, Job: self._job},
+        )
         self._thread = threading.Thread(target=self._run, name=f"broker-link-{ready.role}", daemon=True)
 
     # -- compute-thread API -------------------------------------------------------------------------
@@ -188,23 +193,29 @@ class BrokerLink:
         except ProtocolError as exc:
             log.warning("dropped a malformed message from the broker: %s", exc)
             return
-        if isinstance(msg, Heartbeat):
-            if msg.epoch != self.epoch:
-                if self.epoch:
-                    log.warning("broker restarted (epoch %s → %s)", self.epoch, msg.epoch)
-                    self._new_generation()
-                self.epoch = msg.epoch
-        elif isinstance(msg, Register):
-            # The broker lost track of us: whatever we were doing, it no longer expects results for.
-            log.warning("broker %s asks us to register again", msg.epoch)
+        self._from_broker(msg, frames, codec, dealer, to_compute)
+
+    def _heartbeat(self, msg: Heartbeat, *_: object) -> None:
+        if msg.epoch != self.epoch:
+            if self.epoch:
+                log.warning("broker restarted (epoch %s → %s)", self.epoch, msg.epoch)
+                self._new_generation()
             self.epoch = msg.epoch
-            self._new_generation()
-            dealer.send(codec.encode(self.ready)[0])
-        elif isinstance(msg, Job | Cancel):
-            if isinstance(msg, Cancel):
-                self._mark_cancelled(msg.job)
-            # Bounded by the broker: it dispatches no more than the slot's capacity.
-            to_compute.send_multipart(frames, copy=False)
+
+    def _register(self, msg: Register, frames: list, codec: Codec, dealer: zmq.Socket, _: zmq.Socket) -> None:
+        # The broker lost track of us: whatever we were doing, it no longer expects results for.
+        log.warning("broker %s asks us to register again", msg.epoch)
+        self.epoch = msg.epoch
+        self._new_generation()
+        dealer.send(codec.encode(self.ready)[0])
+
+    def _cancel(self, msg: Cancel, frames: list, codec: Codec, dealer: zmq.Socket, to_compute: zmq.Socket) -> None:
+        self._mark_cancelled(msg.job)
+        to_compute.send_multipart(frames, copy=False)
+
+    def _job(self, msg: Job, frames: list, codec: Codec, dealer: zmq.Socket, to_compute: zmq.Socket) -> None:
+        # Bounded by the broker: it dispatches no more than the slot's capacity.
+        to_compute.send_multipart(frames, copy=False)
 
     def _new_generation(self) -> None:
         with self._lock:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import zmq
 
+from broker.dispatch import Dispatcher
 from broker.protocol import (
     Abort,
     Audio,
@@ -74,6 +75,11 @@ class S3GenWorker:
         )
         self.passes: dict[Future, list[Pass]] = {}  # under way on a lane
         self.t3_running: int | None = None  # jobs T3 reported; unknown counts as busy
+        self.from_link = Dispatcher("s3gen from the broker", {Cancel: lambda msg: self._drop(msg.job, "cancelled")})
+        self.from_t3 = Dispatcher(
+            "s3gen pipe",
+            {Abort: lambda msg, bulk: self._drop(msg.job, "aborted by T3"), Load: self._load, Tokens: self.on_tokens},
+        )
 
     def free_lanes(self) -> int:
         return (self.idle_lanes if self.t3_running == 0 else 1) - len(self.passes)
@@ -105,8 +111,7 @@ class S3GenWorker:
         poller.poll(0 if startable else LANE_POLL_MS if self.passes else 200)
         while self.link.inbound.poll(0):
             msg, _ = self.link.receive()
-            if isinstance(msg, Cancel):
-                self._drop(msg.job, "cancelled")
+            self.from_link(msg)
         while self.pipe.poll(0):
             self._take(self.pipe.recv_multipart(copy=False))
         while self.results.poll(0):
@@ -127,12 +132,10 @@ class S3GenWorker:
         except ProtocolError as exc:
             log.warning("dropped a malformed chunk: %s", exc)
             return
-        if isinstance(msg, Abort):
-            self._drop(msg.job, "aborted by T3")
-        elif isinstance(msg, Load):
-            self.t3_running = msg.running
-        elif isinstance(msg, Tokens):
-            self.on_tokens(msg, bulk)
+        self.from_t3(msg, bulk)
+
+    def _load(self, msg: Load, bulk: list) -> None:
+        self.t3_running = msg.running
 
     def _drop(self, job: str, why: str) -> None:
         if self.jobs.pop(job, None) is not None:

@@ -19,7 +19,8 @@ import numpy as np
 import torch
 import zmq
 
-from broker.protocol import Abort, Codec, ErrorCode, Failed, Job, Load, Span, Tokens, array_frame
+from broker.dispatch import Dispatcher
+from broker.protocol import Abort, Cancel, Codec, ErrorCode, Failed, Job, Load, Span, Tokens, array_frame
 from broker.sockets import make_socket
 from engine.errors import InvalidInput
 from engine.models.synthesizer import Engine
@@ -79,6 +80,8 @@ class T3Worker:
         self.running: dict[str, Running] = {}
         self.outbox: deque[tuple[str, list]] = deque()  # (job, frames) waiting for room in the pipe
         self.load_sent: int | None = None  # running jobs last reported to S3Gen
+        # A Cancel is recorded by the link (is_cancelled); _reap acts on it, so here it needs no work.
+        self.from_link = Dispatcher("t3 from the broker", {Job: self._job, Cancel: lambda msg, bulk: None})
 
     def run(self) -> None:
         # However the loop ends, the link's last word to the broker is a Goodbye (a crash re-raises).
@@ -114,9 +117,10 @@ class T3Worker:
     def _take_messages(self) -> None:
         while self.link.inbound.poll(0):
             msg, bulk = self.link.receive()
-            if isinstance(msg, Job):
-                self._accept(msg, bytes(bulk[0]) if msg.has_reference and bulk else None)
-            # A Cancel is recorded by the link; _reap acts on it.
+            self.from_link(msg, bulk)
+
+    def _job(self, job: Job, bulk: list) -> None:
+        self._accept(job, bytes(bulk[0]) if job.has_reference and bulk else None)
 
     def _accept(self, job: Job, reference: bytes | None) -> None:
         if job.job in self.running:
