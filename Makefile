@@ -21,8 +21,17 @@ $(NPM_STAMP): frontend/package.json frontend/package-lock.json
 	cd frontend && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# The frontend's API types, generated from the gateway's OpenAPI schema (written without a server or a broker;
+# left untouched when unchanged, so the types are regenerated only when the schema changes).
+SCHEMA_JSON := frontend/openapi.json
+SCHEMA_TS := frontend/src/lib/schema.d.ts
+$(SCHEMA_JSON): $(STAMP) $(wildcard gateway/*.py) broker/protocol.py engine/params.py engine/errors.py
+	$(PY) -m gateway.openapi $@
+$(SCHEMA_TS): $(SCHEMA_JSON) $(NPM_STAMP)
+	cd frontend && npm run schema --silent
+
 # The browser player, served by the gateway at / (not committed: built here).
-$(BUNDLE): $(NPM_STAMP) $(shell find frontend/src -type f) frontend/index.html frontend/vite.config.ts
+$(BUNDLE): $(NPM_STAMP) $(SCHEMA_TS) $(shell find frontend/src -type f) frontend/index.html frontend/vite.config.ts
 	cd frontend && npm run build --silent
 
 # Start the stack under supervisord, stream one sentence over SSE from the gateway, stop the stack.
@@ -47,7 +56,7 @@ bench: $(STAMP)
 bench-throughput: $(STAMP)
 	$(PY) -m bench.throughput $(ARGS)
 
-test: $(STAMP) $(BUNDLE)
+test: $(STAMP) $(SCHEMA_TS) $(BUNDLE)
 	deploy/install-system-deps.sh chromium
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .

@@ -37,6 +37,9 @@ class ErrorCode(enum.StrEnum):
     GAP = "gap"  # a chunk went missing on the way
     INTERNAL = "internal"  # the model side raised
     UNSUBSCRIBED = "unsubscribed"  # frontend reply: the broker cannot reach the client's results yet
+    UNAUTHORIZED = "unauthorized"  # gateway: a missing or wrong API key
+    METHOD_NOT_ALLOWED = "method_not_allowed"  # gateway: the route exists, not with this method
+    PAYLOAD_TOO_LARGE = "payload_too_large"  # gateway: the request body is over its limit
 
     @property
     def status(self) -> int:
@@ -67,6 +70,9 @@ _ERROR_TRAITS = types.MappingProxyType(
         ErrorCode.GAP: _ErrorTraits(500, False),
         ErrorCode.INTERNAL: _ErrorTraits(500, False),
         ErrorCode.UNSUBSCRIBED: _ErrorTraits(503, True),
+        ErrorCode.UNAUTHORIZED: _ErrorTraits(401, False),
+        ErrorCode.METHOD_NOT_ALLOWED: _ErrorTraits(405, False),
+        ErrorCode.PAYLOAD_TOO_LARGE: _ErrorTraits(413, False),
     }
 )
 

@@ -25,7 +25,10 @@ def decode_reference(data: bytes, limits: VoiceLimits) -> np.ndarray:
     try:
         wav, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except Exception as exc:  # soundfile raises several types for unreadable data
-        raise InvalidInput(FIELD, f"could not be decoded as wav, flac, ogg or mp3 ({exc})") from exc
+        # libsndfile's own reason, not the exception's text: that names a Python object (`<_io.BytesIO ...>`).
+        detail = getattr(exc, "error_string", None)
+        reason = "could not be decoded as wav, flac, ogg or mp3" + (f": {detail}" if detail else "")
+        raise InvalidInput(FIELD, reason) from exc
     wav = wav.mean(axis=1)
     seconds = len(wav) / sr
     if seconds < limits.min_seconds:

@@ -10,73 +10,97 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 import numpy as np
-from litestar import Litestar, Request, Response, delete, get, post
+from litestar import Litestar, Response, delete, get, post, route
 from litestar.config.cors import CORSConfig
 from litestar.connection import ASGIConnection
 from litestar.di import Provide
 from litestar.exceptions import NotAuthorizedException
+from litestar.handlers import HTTPRouteHandler
 from litestar.handlers.base import BaseRouteHandler
-from litestar.params import FromPath
+from litestar.openapi import OpenAPIConfig, ResponseSpec
+from litestar.openapi.spec import OpenAPIMediaType
+from litestar.params import FromPath, JSONBody
 from litestar.response import ServerSentEvent, ServerSentEventMessage, Stream
 from litestar.static_files import create_static_files_router
 
 from broker.client import AsyncClient, Chunk, JobError
-from broker.protocol import ErrorCode
+from broker.protocol import Stats
 from broker.settings import BrokerSettings
-from engine.errors import InvalidInput
 from gateway import audio
+from gateway.api import (
+    AUDIO_TYPES,
+    BINARY,
+    EXCEPTION_HANDLERS,
+    AudioChunkEvent,
+    DoneEvent,
+    ErrorBody,
+    Health,
+    ModelCard,
+    ModelList,
+    OpenAIVoice,
+    OpenAIVoices,
+    SpeechDelta,
+    SpeechDone,
+    SpeechEvents,
+    StreamEvents,
+    complete_schema,
+    errors,
+    job_error_body,
+    sse_schema,
+)
 from gateway.jobs import Services, Svc, chunk_metrics, open_job, serving, watch
-from gateway.requests import PARAM_FIELDS, invalid_input, read_fields, synthesis_request
+from gateway.requests import BodyRequest, OpenAIModel, SpeechBody, SynthesizeBody, VoiceUpload, from_body, from_speech
 from gateway.settings import GatewaySettings
-from gateway.voices import VoiceNotFound, VoiceStore
+from gateway.voices import Voice, VoiceStore
 from gateway.ws import ws_synthesize
 
 log = logging.getLogger(__name__)
-OPENAI_MODELS = ("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+OPENAI_MODELS: tuple[str, ...] = get_args(OpenAIModel)
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-def error_response(status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
-    return Response(body, status_code=status, headers=headers or {}, media_type="application/json")
+def _sse(events: type, what: str) -> ResponseSpec:
+    return ResponseSpec(events, media_type="text/event-stream", description=what, generate_examples=False)
 
 
-def job_error_response(exc: JobError) -> Response:
-    body: dict[str, Any] = {"error": exc.message, "code": exc.code}
-    if exc.field:
-        body["field"] = exc.field
-    return error_response(exc.code.status, body, {"Retry-After": "1"} if exc.code is ErrorCode.BUSY else None)
+def _audio(media_type: str, what: str) -> ResponseSpec:
+    return ResponseSpec(bytes, media_type=media_type, description=what, generate_examples=False)
 
 
-def invalid_input_handler(_: Request, exc: InvalidInput) -> Response:
-    return error_response(ErrorCode.INVALID_INPUT.status, {"error": str(exc), "field": exc.field, "reason": exc.reason})
-
-
-def job_error_handler(_: Request, exc: JobError) -> Response:
-    return job_error_response(exc)
-
-
-def voice_not_found_handler(_: Request, exc: VoiceNotFound) -> Response:
-    return error_response(ErrorCode.NOT_FOUND.status, {"error": f"unknown voice {exc.args[0]!r}", "field": "voice"})
-
+# Bodies are `JSONBody[...]` so Litestar asks `BodyRequest.json()` for them, which decodes forms too.
+# Each SSE route's events: (the `event:` name, or None for plain `data:` events; the data's Struct).
+SSE_EVENTS: dict[str, list[tuple[str | None, type[msgspec.Struct]]]] = {
+    "/synthesize-stream": [("audio_chunk", AudioChunkEvent), ("done", DoneEvent), ("error", ErrorBody)],
+    "/v1/audio/speech": [(None, SpeechDelta), (None, SpeechDone), ("error", ErrorBody)],
+}
+SYNTHESIS_ERRORS = errors(400, 404, 413, 422, 500, 503, 504, auth=True)
 
 # -- routes ---------------------------------------------------------------------------------------------
 
 
-@post("/synthesize-stream", status_code=200)
-async def synthesize_stream(request: Request, svc: Svc) -> ServerSentEvent:
+@post(
+    "/synthesize-stream", status_code=200, request_class=BodyRequest,
+    responses={200: _sse(StreamEvents, "`audio_chunk` events (each data an AudioChunkEvent), then one `done` "
+                         "(DoneEvent) or `error` (ErrorBody); `: keep-alive` comments while the job waits"),
+               **SYNTHESIS_ERRORS},
+)  # fmt: skip
+async def synthesize_stream(data: JSONBody[SynthesizeBody], svc: Svc) -> ServerSentEvent:
     """The seed's contract: `audio_chunk` events (base64 WAV per chunk, metrics), then `done` or `error`."""
-    req = synthesis_request(await read_fields(request), svc.settings.max_text_chars)
-    chunks = await open_job(svc, req, "synthesize-stream")
-    return ServerSentEvent(sse_events(svc, chunks), headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    chunks = await open_job(svc, from_body(data, svc.settings.max_text_chars), "synthesize-stream")
+    return ServerSentEvent(sse_events(svc, chunks), headers=SSE_HEADERS)
+
+
+def _event(kind: str, data: msgspec.Struct, n: int) -> ServerSentEventMessage:
+    return ServerSentEventMessage(event=kind, data=msgspec.json.encode(data).decode(), id=str(n))
 
 
 async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterator[ServerSentEventMessage]:
@@ -93,23 +117,25 @@ async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterat
                 if first is None and len(chunk.pcm):
                     first = time.monotonic() - started
                     svc.metrics.first_chunk.observe(first)
-                data = {"chunk_id": count, "audio_chunk": audio.wav_base64(chunk.pcm), "sample_rate": chunk.sample_rate}
-                data["metrics"] = chunk_metrics(chunk, started, first, seconds, count)
-                yield ServerSentEventMessage(event="audio_chunk", data=json.dumps(data), id=str(count))
+                event = AudioChunkEvent(
+                    chunk_id=count, audio_chunk=audio.wav_base64(chunk.pcm), sample_rate=chunk.sample_rate,
+                    metrics=chunk_metrics(chunk, started, first, seconds, count),
+                )  # fmt: skip
+                yield _event("audio_chunk", event, count)
         if seconds:
             svc.metrics.rtf.observe((time.monotonic() - started) / seconds)
-        done = {"message": "Streaming complete", "total_chunks": count}
-        yield ServerSentEventMessage(event="done", data=json.dumps(done), id=str(count + 1))
+        yield _event("done", DoneEvent(message="Streaming complete", total_chunks=count), count + 1)
     except JobError as exc:
-        body = {"error": exc.message, "code": exc.code}
-        yield ServerSentEventMessage(event="error", data=json.dumps(body), id=str(count + 1))
+        yield _event("error", job_error_body(exc), count + 1)
 
 
-@post("/synthesize", status_code=200)
-async def synthesize(request: Request, svc: Svc) -> Response:
+@post(
+    "/synthesize", status_code=200, request_class=BodyRequest,
+    responses={200: _audio("audio/wav", "the whole utterance, 16-bit mono WAV at 24 kHz"), **SYNTHESIS_ERRORS},
+)  # fmt: skip
+async def synthesize(data: JSONBody[SynthesizeBody], svc: Svc) -> Response[bytes]:
     """Regular synthesis: the whole utterance as one WAV."""
-    req = synthesis_request(await read_fields(request), svc.settings.max_text_chars)
-    chunks = await open_job(svc, req, "synthesize", regular=True)
+    chunks = await open_job(svc, from_body(data, svc.settings.max_text_chars), "synthesize", regular=True)
     pcm, first = await collect(svc, chunks)
     headers = {"X-First-Chunk-Latency": f"{first:.4f}"} if first is not None else {}
     return Response(audio.encode(pcm, "wav"), media_type="audio/wav", headers=headers)
@@ -126,44 +152,20 @@ async def collect(svc: Services, chunks: AsyncIterator[Chunk]) -> tuple[np.ndarr
     return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), first
 
 
-class SpeechRequest(msgspec.Struct, kw_only=True, forbid_unknown_fields=False):
-    model: str
-    input: str
-    voice: str = "default"
-    response_format: str = "mp3"
-    speed: float = 1.0
-    stream_format: str = "audio"
-    instructions: str | None = None
-
-
-@post("/v1/audio/speech", status_code=200)
-async def openai_speech(request: Request, svc: Svc) -> Response | Stream | ServerSentEvent:
+@post(
+    "/v1/audio/speech", status_code=200, request_class=BodyRequest,
+    responses={200: _sse(SpeechEvents, "audio in `response_format` (the audio media types), or with "
+                         "`stream_format: sse` SpeechEvents"), **SYNTHESIS_ERRORS},
+)  # fmt: skip
+async def openai_speech(data: JSONBody[SpeechBody], svc: Svc) -> Response[bytes] | Stream | ServerSentEvent:
     """OpenAI-compatible speech. `stream_format: audio` streams pcm/wav bytes as produced (other formats
     are encoded once at the end); `sse` sends `speech.audio.delta` events of base64 PCM16.
-    Chatterbox's own parameters (exaggeration, cfg_weight, seed, max_new_tokens, ...) may ride along as
-    extra fields (the SDK's `extra_body`)."""
-    try:
-        raw = msgspec.json.decode(await request.body())
-        body = msgspec.convert(raw, SpeechRequest)
-    except msgspec.ValidationError as exc:
-        raise invalid_input(exc, "body") from None
-    except msgspec.DecodeError:
-        raise InvalidInput("body", "is not valid JSON") from None
-    if body.model not in OPENAI_MODELS:
-        raise InvalidInput("model", f"must be one of {', '.join(OPENAI_MODELS)}")
-    if body.speed != 1.0:
-        raise InvalidInput("speed", "only 1.0 is supported: Chatterbox has no speed control")
-    if body.stream_format not in ("audio", "sse"):
-        raise InvalidInput("stream_format", "must be audio or sse")
-    fmt = body.response_format
-    if fmt not in ("pcm", *audio.FORMATS):
-        raise InvalidInput("response_format", "must be one of wav, pcm, mp3, opus, flac")
-    extra = {k: v for k, v in raw.items() if k in PARAM_FIELDS}
-    fields = {"input": body.input, "voice": body.voice, **extra}
-    req = synthesis_request(fields, svc.settings.max_text_chars, "input")
-    chunks = await open_job(svc, req, "v1/audio/speech")
-    if body.stream_format == "sse":
-        return ServerSentEvent(openai_sse(svc, chunks))
+    Chatterbox's own parameters (exaggeration, cfg_weight, seed, max_new_tokens, ...) may ride along
+    (the SDK's `extra_body`)."""
+    chunks = await open_job(svc, from_speech(data, svc.settings.max_text_chars), "v1/audio/speech")
+    fmt = data.response_format
+    if data.stream_format == "sse":
+        return ServerSentEvent(openai_sse(svc, chunks), headers=SSE_HEADERS)
     if fmt in ("pcm", "wav"):
         return Stream(audio_bytes(svc, chunks, fmt), media_type=audio.media_type(fmt))
     pcm, _ = await collect(svc, chunks)
@@ -185,74 +187,69 @@ async def audio_bytes(svc: Services, chunks: AsyncIterator[Chunk], fmt: str) -> 
 
 
 async def openai_sse(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterator[ServerSentEventMessage]:
+    def message(data: msgspec.Struct, event: str | None = None) -> ServerSentEventMessage:
+        return ServerSentEventMessage(data=msgspec.json.encode(data).decode(), event=event)
+
     try:
         with serving(svc):
             async with contextlib.aclosing(chunks):
                 async for chunk in chunks:
-                    delta = {"type": "speech.audio.delta", "audio": base64.b64encode(audio.pcm16(chunk.pcm)).decode()}
-                    yield ServerSentEventMessage(data=json.dumps(delta))
-        done = {"type": "speech.audio.done", "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0}}
-        yield ServerSentEventMessage(data=json.dumps(done))
+                    yield message(SpeechDelta(audio=base64.b64encode(audio.pcm16(chunk.pcm)).decode()))
+        yield message(SpeechDone())
     except JobError as exc:
-        yield ServerSentEventMessage(event="error", data=json.dumps({"error": exc.message, "code": exc.code}))
+        yield message(job_error_body(exc), "error")
 
 
-@get("/v1/models")
-async def openai_models() -> dict[str, Any]:
-    data = [{"id": m, "object": "model", "created": 0, "owned_by": "resemble-ai"} for m in OPENAI_MODELS]
-    return {"object": "list", "data": data}
+@get("/v1/models", responses=errors(auth=True))
+async def openai_models() -> ModelList:
+    return ModelList(data=[ModelCard(id=m) for m in OPENAI_MODELS])
 
 
-@get("/v1/audio/voices")
-async def openai_voices(svc: Svc) -> dict[str, Any]:
-    stored = [{"voice_id": v.id, "name": v.name} for v in svc.voices.list()]
-    return {"voices": [{"voice_id": "default", "name": "default"}, *stored]}
+@get("/v1/audio/voices", responses=errors(auth=True))
+async def openai_voices(svc: Svc) -> OpenAIVoices:
+    stored = [OpenAIVoice(voice_id=v.id, name=v.name) for v in svc.voices.list()]
+    return OpenAIVoices(voices=[OpenAIVoice(voice_id="default", name="default"), *stored])
 
 
-@post("/voices", status_code=201)
-async def add_voice(request: Request, svc: Svc) -> dict[str, Any]:
-    fields = await read_fields(request)
-    data = fields.get("file")
-    if not isinstance(data, bytes):
-        raise InvalidInput("file", "must be an uploaded audio file (multipart)")
-    voice = await asyncio.to_thread(svc.voices.add, fields.get("name", ""), data)
-    return msgspec.to_builtins(voice)
+@post("/voices", status_code=201, request_class=BodyRequest, responses=errors(400, 413, 422, auth=True))
+async def add_voice(data: JSONBody[VoiceUpload], svc: Svc) -> Voice:
+    """Store a reference voice (multipart `name`, `file`): it must decode, last 1–60 s, be at most 20 MB."""
+    return await asyncio.to_thread(svc.voices.add, data.name, data.file)
 
 
-@get("/voices")
-async def list_voices(svc: Svc) -> list[dict[str, Any]]:
-    return msgspec.to_builtins(svc.voices.list())
+@get("/voices", responses=errors(auth=True))
+async def list_voices(svc: Svc) -> list[Voice]:
+    return svc.voices.list()
 
 
-@delete("/voices/{voice_id:str}", status_code=200)
-async def delete_voice(voice_id: FromPath[str], svc: Svc) -> dict[str, Any]:
-    return msgspec.to_builtins(svc.voices.delete(voice_id))
+@delete("/voices/{voice_id:str}", status_code=200, responses=errors(404, auth=True))
+async def delete_voice(voice_id: FromPath[str], svc: Svc) -> Voice:
+    return svc.voices.delete(voice_id)
 
 
-@get("/health")
-async def health(svc: Svc) -> Response:
+@get("/health", responses={503: ResponseSpec(Health, description="no slot is live, or no broker answers")})
+async def health(svc: Svc) -> Response[Health]:
+    """Open even with an API key, for load balancers: 200 while some slot is live."""
     try:
         stats = await svc.client.stats(timeout=2.0)
     except JobError as exc:
-        return error_response(503, {"status": "unavailable", "error": exc.message, "streaming": True})
+        error = exc.message
+        down = Health(status="unavailable", live_slots=0, slots=[], weights="unknown", streaming=True, error=error)
+        return Response(down, status_code=503)
     live = [s for s in stats.slots if s.live]
-    weights = live[0].weights if live else "unknown"
-    body = {
-        "status": "ok" if live else "unavailable",
-        "live_slots": len(live),
-        "slots": [s.name for s in live],
-        "weights": weights,
-        "streaming": True,
-    }
+    body = Health(
+        status="ok" if live else "unavailable", live_slots=len(live), slots=[s.name for s in live],
+        weights=live[0].weights if live else "unknown", streaming=True,
+    )  # fmt: skip
     return Response(body, status_code=200 if live else 503)
 
 
-@get("/stats")
-async def stats(svc: Svc) -> dict[str, Any]:
-    return msgspec.to_builtins(await svc.client.stats())
+@get("/stats", responses=errors(503, 504, auth=True))
+async def stats(svc: Svc) -> Stats:
+    return await svc.client.stats()
 
 
-@get("/metrics", media_type="text/plain; version=0.0.4")
+@get("/metrics", media_type="text/plain; version=0.0.4", responses=errors(auth=True))
 async def metrics(svc: Svc) -> bytes:
     with contextlib.suppress(JobError):
         s = await svc.client.stats(timeout=2.0)
@@ -280,6 +277,29 @@ def api_key_guard(settings: GatewaySettings):
     return guard
 
 
+def _allow(methods: str):
+    async def answer() -> Response[None]:
+        return Response(None, status_code=204, headers={"Allow": methods})
+
+    return answer
+
+
+def options_handlers(handlers: list[Any]) -> list[HTTPRouteHandler]:
+    """An OPTIONS handler for each path served by several handlers (`/voices`: GET and POST), registered before
+    them: Litestar's own answers with the Allow header of the first handler registered alone."""
+    methods: dict[str, set[str]] = {}
+    for handler in handlers:
+        if isinstance(handler, HTTPRouteHandler):
+            for path in handler.paths:
+                methods.setdefault(path, set()).update(handler.http_methods)
+    out = []
+    for path, allowed in methods.items():
+        if len(allowed) > 1:
+            answer = _allow(", ".join(sorted(allowed | {"OPTIONS"})))
+            out.append(route(path, http_method="OPTIONS", include_in_schema=False, name=f"options:{path}")(answer))
+    return out
+
+
 def create_app(settings: GatewaySettings | None = None, broker: BrokerSettings | None = None) -> Litestar:
     settings = settings or GatewaySettings.from_env()
     broker = broker or BrokerSettings.from_env()
@@ -303,16 +323,26 @@ def create_app(settings: GatewaySettings | None = None, broker: BrokerSettings |
         synthesize_stream, synthesize, openai_speech, openai_models, openai_voices, add_voice, list_voices,
         delete_voice, health, stats, metrics, ws_synthesize,
     ]  # fmt: skip
+    handlers = [*options_handlers(handlers), *handlers]
     frontend = Path(settings.frontend_dir)
     if (frontend / "index.html").is_file():
         handlers.append(create_static_files_router(path="/", directories=[frontend], html_mode=True))
-    return Litestar(
+    app = Litestar(
         route_handlers=handlers,
         lifespan=[lifespan],
         dependencies={"svc": Provide(services, sync_to_thread=False)},
         guards=[api_key_guard(settings)],
         cors_config=CORSConfig(allow_origins=settings.origins()) if settings.origins() else None,
-        exception_handlers={InvalidInput: invalid_input_handler, JobError: job_error_handler,
-                            VoiceNotFound: voice_not_found_handler},
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         request_max_body_size=settings.max_body_bytes,
-    )  # fmt: skip
+        openapi_config=OpenAPIConfig(title="Chatterbox streaming TTS", version="0.1.0"),
+    )
+    openapi = app.openapi_schema  # built once here, then completed: /schema serves this object
+    complete_schema(openapi, settings.max_text_chars)
+    for path, events in SSE_EVENTS.items():
+        ok = openapi.paths[path].post.responses["200"]  # type: ignore[index, union-attr]
+        ok.content["text/event-stream"].schema = sse_schema(events)  # type: ignore[union-attr, index]
+    speech = openapi.paths["/v1/audio/speech"].post.responses["200"]  # type: ignore[index, union-attr]
+    audio_types = dict.fromkeys(AUDIO_TYPES, OpenAPIMediaType(schema=BINARY))
+    speech.content = {**audio_types, **(speech.content or {})}  # type: ignore[union-attr]
+    return app

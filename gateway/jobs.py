@@ -7,11 +7,12 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
-from typing import Any, TypeAlias
+from typing import TypeAlias
 
 from litestar.di import NamedDependency
 
 from broker.client import AsyncClient, Chunk, JobError
+from gateway.api import ChunkMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.requests import SynthesisRequest
 from gateway.settings import GatewaySettings
@@ -67,25 +68,22 @@ def serving(svc: Services) -> Iterator[None]:
         svc.metrics.in_flight.dec()
 
 
-def chunk_metrics(chunk: Chunk, started: float, first: float | None, seconds: float, count: int) -> dict[str, Any]:
-    """The seed's per-chunk metrics, plus where the chunk came from."""
+def chunk_metrics(chunk: Chunk, started: float, first: float | None, seconds: float, count: int) -> ChunkMetrics:
     elapsed = time.monotonic() - started
-    return {
-        "first_chunk_latency": round(first, 4) if first is not None else None,
-        "total_latency": round(elapsed, 4),
-        "rtf": round(elapsed / seconds, 4) if seconds else None,
-        "total_audio_duration": round(seconds, 4),
-        "chunks_generated": count,
-        "weights": chunk.metrics.weights,
-        "slot": chunk.slot,
-        "job": chunk.job,
-        "tokens_generated": chunk.metrics.tokens_generated,  # raw T3 samples so far
-        "valid_tokens": chunk.metrics.valid_tokens,  # of which speech tokens (random weights: far from all)
-        # CLOCK_MONOTONIC seconds from the workers: on the same host a client can tell how long the
-        # chunk spent in T3, in S3Gen, and in transit after vocoding (broker + gateway + HTTP).
-        "t3_span": [chunk.t3_span.start, chunk.t3_span.end],
-        "s3gen_span": [chunk.s3gen_span.start, chunk.s3gen_span.end],
-    }
+    return ChunkMetrics(
+        first_chunk_latency=round(first, 4) if first is not None else None,
+        total_latency=round(elapsed, 4),
+        rtf=round(elapsed / seconds, 4) if seconds else None,
+        total_audio_duration=round(seconds, 4),
+        chunks_generated=count,
+        weights=chunk.metrics.weights,
+        slot=chunk.slot,
+        job=chunk.job,
+        tokens_generated=chunk.metrics.tokens_generated,
+        valid_tokens=chunk.metrics.valid_tokens,
+        t3_span=(chunk.t3_span.start, chunk.t3_span.end),
+        s3gen_span=(chunk.s3gen_span.start, chunk.s3gen_span.end),
+    )
 
 
 async def watch(

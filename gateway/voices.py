@@ -19,6 +19,7 @@ from engine.audio import SAMPLE_RATE, decode_reference
 from engine.errors import InvalidInput
 from engine.settings import VoiceLimits
 
+# Anchored for JSON Schema (the OpenAPI pattern); fullmatch here, since Python's $ also matches before a final \n.
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.-]{0,63}$")
 
 
@@ -42,11 +43,10 @@ class VoiceStore:
 
     def validate(self, data: bytes) -> float:
         """Decode and check the engine's limits; the duration in seconds, or InvalidInput naming `audio_prompt`."""
-        wav = decode_reference(data, self.limits)
-        return len(wav) / SAMPLE_RATE
+        return len(decode_reference(data, self.limits)) / SAMPLE_RATE
 
     def add(self, name: str, data: bytes) -> Voice:
-        if not isinstance(name, str) or not NAME.match(name):
+        if not isinstance(name, str) or not NAME.fullmatch(name):
             raise InvalidInput("name", "must be 1–64 letters, digits, spaces, '_', '.', '-', starting with one")
         seconds = self.validate(data)
         if any(v.name == name for v in self.list()):

@@ -21,6 +21,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 from litestar import WebSocket, websocket
 from litestar.exceptions import WebSocketDisconnect
 
@@ -29,7 +30,7 @@ from broker.protocol import ErrorCode
 from engine.errors import InvalidInput
 from gateway import audio
 from gateway.jobs import Services, Svc, chunk_metrics, open_job, serving, watch
-from gateway.requests import synthesis_request
+from gateway.requests import from_message
 from gateway.voices import VoiceNotFound
 
 log = logging.getLogger(__name__)
@@ -96,8 +97,7 @@ class Session:
     async def serve(self, n: int, fields: dict[str, Any]) -> None:
         svc = self.svc
         try:
-            req = synthesis_request(fields, svc.settings.max_text_chars)
-            chunks = await open_job(svc, req, "ws/synthesize")
+            chunks = await open_job(svc, from_message(fields, svc.settings.max_text_chars), "ws/synthesize")
         except InvalidInput as exc:
             await self.error(n, exc.field, exc.reason, ErrorCode.INVALID_INPUT)
             return
@@ -109,7 +109,7 @@ class Session:
             return
         started = time.monotonic()
         await self.send({"type": "accepted", "request": n})
-        count, seconds, first, metrics = 0, 0.0, None, {}
+        count, seconds, first, metrics = 0, 0.0, None, None
         try:
             with serving(svc):
                 async for chunk in watch(chunks, stop=self.cancel):
@@ -119,7 +119,7 @@ class Session:
                     if first is None and len(chunk.pcm):
                         first = time.monotonic() - started
                         svc.metrics.first_chunk.observe(first)
-                    metrics = chunk_metrics(chunk, started, first, seconds, count)
+                    metrics = msgspec.to_builtins(chunk_metrics(chunk, started, first, seconds, count))
                     header = {"type": "chunk", "request": n, "chunk_id": count, "samples": len(chunk.pcm)}
                     header |= {"sample_rate": chunk.sample_rate, "format": "pcm_s16le", "metrics": metrics}
                     await self.send(header, audio.pcm16(chunk.pcm))

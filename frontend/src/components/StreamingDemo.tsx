@@ -28,7 +28,9 @@ export function StreamingDemo({ api }: { api: ChatterboxAPI }) {
   const context = useRef<AudioContext | null>(null);
 
   useEffect(() => {
-    api.health().then(setHealth, (e: Error) => setHealth({ status: "unreachable", streaming: true, error: e.message }));
+    const unreachable = (e: Error): Health =>
+      ({ status: "unavailable", live_slots: 0, slots: [], weights: "unknown", streaming: true, error: e.message });
+    api.health().then(setHealth, (e: Error) => setHealth(unreachable(e)));
     api.listVoices().then(setVoices, () => setVoices([]));
   }, [api]);
 

@@ -1,7 +1,7 @@
 // @vitest-environment happy-dom
 // The API client's event handling, against a fetch that replays what the gateway sends.
 import { describe, expect, it, vi } from "vitest";
-import { type AudioChunk, ChatterboxAPI, type ChunkMetrics, errorMessage, formData } from "./api";
+import { type AudioChunk, ChatterboxAPI, type ChunkMetrics, type ErrorBody, errorMessage, formData } from "./api";
 
 function sseResponse(body: string, status = 200): Response {
   return new Response(body, { status, headers: { "content-type": "text/event-stream" } });
@@ -97,5 +97,14 @@ describe("helpers", () => {
   it("leaves unset fields out of the form", () => {
     const form = formData({ text: "hi", voice: undefined, seed: 3 });
     expect([...form.keys()]).toEqual(["text", "seed"]);
+  });
+});
+
+describe("errorMessage on the generated ErrorBody type", () => {
+  it("names the field of the gateway's error body, else says its error, else the status", () => {
+    const invalid: ErrorBody = { error: "text: is required", code: "invalid_input", field: "text", reason: "is required" };
+    expect(errorMessage(422, invalid)).toBe("text: is required");
+    expect(errorMessage(503, { error: "every slot is busy", code: "busy" })).toBe("every slot is busy");
+    expect(errorMessage(502, "<html>bad gateway</html>")).toBe("HTTP 502");
   });
 });

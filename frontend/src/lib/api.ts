@@ -1,40 +1,19 @@
 // The gateway's HTTP API: SSE streaming (parsed by @microsoft/fetch-event-source), regular synthesis,
 // voices and health. Callbacks follow the seed's example: onChunk, onMetrics, onComplete, onError.
 import { EventStreamContentType, fetchEventSource } from "@microsoft/fetch-event-source";
+import type { components } from "./schema";
 
-export interface SynthesisParams {
-  text: string;
-  exaggeration?: number;
-  temperature?: number;
-  cfg_weight?: number;
-  chunk_size?: number;
-  voice?: string;
-  seed?: number;
-  max_new_tokens?: number;
-}
-
-export interface ChunkMetrics {
-  first_chunk_latency: number | null;
-  total_latency: number;
-  rtf: number | null;
-  total_audio_duration: number;
-  chunks_generated: number;
-  weights?: string;
-  slot?: string;
-  job?: string;
-}
-
-export interface AudioChunk {
-  chunk_id: number;
-  audio_chunk: string; // base64 of a complete 16-bit mono WAV
-  sample_rate: number;
-  metrics: ChunkMetrics;
-}
-
-export interface StreamDone {
-  message: string;
-  total_chunks: number;
-}
+// The wire types, generated from the gateway's OpenAPI schema (`make` writes openapi.json with
+// `python -m gateway.openapi`, then `npm run schema` turns it into schema.d.ts): never declared by hand here.
+type Schemas = components["schemas"];
+/** A synthesis request's fields (the form fields of /synthesize-stream and /synthesize). */
+export type SynthesisParams = Schemas["SynthesizeBody"];
+export type ChunkMetrics = Schemas["ChunkMetrics"];
+export type AudioChunk = Schemas["AudioChunkEvent"];
+export type StreamDone = Schemas["DoneEvent"];
+export type ErrorBody = Schemas["ErrorBody"];
+export type Voice = Schemas["Voice"];
+export type Health = Schemas["Health"];
 
 export interface StreamCallbacks {
   onChunk?: (chunk: AudioChunk) => void;
@@ -50,30 +29,16 @@ export interface StreamHandle {
   finished: Promise<void>;
 }
 
-export interface Voice {
-  id: string;
-  name: string;
-  seconds: number;
-}
-
-export interface Health {
-  status: string;
-  live_slots?: number;
-  weights?: string;
-  streaming: boolean;
-  error?: string;
-}
-
 /** Thrown inside fetchEventSource's callbacks to stop it: it retries on any other error. */
 class StreamEnded extends Error {}
 
-/** "field: reason" from the gateway's 4xx body, else its `error`, else the status line. */
+/** "field: reason" from the gateway's error body (every 4xx/5xx is an ErrorBody), else its `error`, else the
+ * status line (a proxy's page, or no body). */
 export function errorMessage(status: number, body: unknown): string {
   if (body && typeof body === "object") {
-    const b = body as Record<string, unknown>;
+    const b = body as Partial<ErrorBody>;
     if (typeof b.field === "string" && typeof b.reason === "string") return `${b.field}: ${b.reason}`;
     if (typeof b.error === "string") return b.error;
-    if (typeof b.detail === "string") return b.detail;
   }
   return `HTTP ${status}`;
 }
