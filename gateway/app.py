@@ -35,6 +35,7 @@ from litestar.static_files import create_static_files_router
 from broker.client import AsyncClient, Chunk, JobError
 from broker.protocol import Stats
 from broker.settings import BrokerSettings
+from engine.metrics import Metrics
 from gateway import audio
 from gateway.api import (
     AUDIO_TYPES,
@@ -57,7 +58,7 @@ from gateway.api import (
     job_error_body,
     sse_schema,
 )
-from gateway.jobs import Services, Svc, chunk_metrics, open_job, serving, watch
+from gateway.jobs import Services, Svc, count_chunk, end_tally, open_job, serving, watch
 from gateway.requests import BodyRequest, OpenAIModel, SpeechBody, SynthesizeBody, VoiceUpload, from_body, from_speech
 from gateway.settings import GatewaySettings
 from gateway.voices import Voice, VoiceStore
@@ -104,29 +105,23 @@ def _event(kind: str, data: msgspec.Struct, n: int) -> ServerSentEventMessage:
 
 
 async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterator[ServerSentEventMessage]:
-    started = time.monotonic()
-    count, seconds, first = 0, 0.0, None
+    started, tally = time.monotonic(), Metrics()
     try:
         with serving(svc):
             async for chunk in watch(chunks, every=svc.settings.keepalive_seconds):
                 if chunk is None:
                     yield ServerSentEventMessage(comment="keep-alive")
                     continue
-                count += 1
-                seconds += len(chunk.pcm) / chunk.sample_rate
-                if first is None and len(chunk.pcm):
-                    first = time.monotonic() - started
-                    svc.metrics.first_chunk.observe(first)
+                metrics = count_chunk(svc, tally, chunk, started)
                 event = AudioChunkEvent(
-                    chunk_id=count, audio_chunk=audio.wav_base64(chunk.pcm), sample_rate=chunk.sample_rate,
-                    metrics=chunk_metrics(chunk, started, first, seconds, count),
+                    chunk_id=tally.chunks, audio_chunk=audio.wav_base64(chunk.pcm), sample_rate=chunk.sample_rate,
+                    metrics=metrics,
                 )  # fmt: skip
-                yield _event("audio_chunk", event, count)
-        if seconds:
-            svc.metrics.rtf.observe((time.monotonic() - started) / seconds)
-        yield _event("done", DoneEvent(message="Streaming complete", total_chunks=count), count + 1)
+                yield _event("audio_chunk", event, tally.chunks)
+        end_tally(svc, tally, started)
+        yield _event("done", DoneEvent(message="Streaming complete", total_chunks=tally.chunks), tally.chunks + 1)
     except JobError as exc:
-        yield _event("error", job_error_body(exc), count + 1)
+        yield _event("error", job_error_body(exc), tally.chunks + 1)
 
 
 @post(
@@ -142,14 +137,13 @@ async def synthesize(data: JSONBody[SynthesizeBody], svc: Svc) -> Response[bytes
 
 
 async def collect(svc: Services, chunks: AsyncIterator[Chunk]) -> tuple[np.ndarray, float | None]:
-    started, first, parts = time.monotonic(), None, []
+    started, tally, parts = time.monotonic(), Metrics(), []
     with serving(svc):
         async with contextlib.aclosing(chunks):
             async for chunk in chunks:
-                if first is None and len(chunk.pcm):
-                    first = time.monotonic() - started
+                tally.add_audio(len(chunk.pcm), chunk.sample_rate, time.monotonic() - started)
                 parts.append(chunk.pcm)
-    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), first
+    return (np.concatenate(parts) if parts else np.zeros(0, np.float32)), tally.first_chunk_latency
 
 
 @post(

@@ -12,6 +12,7 @@ from typing import TypeAlias
 from litestar.di import NamedDependency
 
 from broker.client import AsyncClient, Chunk, JobError
+from engine.metrics import Metrics
 from gateway.api import ChunkMetrics
 from gateway.metrics import GatewayMetrics
 from gateway.requests import SynthesisRequest
@@ -68,14 +69,31 @@ def serving(svc: Services) -> Iterator[None]:
         svc.metrics.in_flight.dec()
 
 
-def chunk_metrics(chunk: Chunk, started: float, first: float | None, seconds: float, count: int) -> ChunkMetrics:
-    elapsed = time.monotonic() - started
+def count_chunk(svc: Services, tally: Metrics, chunk: Chunk, started: float) -> ChunkMetrics:
+    """Count a chunk on its stream's tally (time from the request's start at the gateway), observe first
+    audio once, and give the chunk's metrics as they are sent."""
+    had_audio = tally.first_chunk_latency is not None
+    tally.add_audio(len(chunk.pcm), chunk.sample_rate, time.monotonic() - started)
+    if not had_audio and tally.first_chunk_latency is not None:
+        svc.metrics.first_chunk.observe(tally.first_chunk_latency)
+    return chunk_metrics(chunk, tally)
+
+
+def end_tally(svc: Services, tally: Metrics, started: float) -> None:
+    """The stream ended well: its RTF, over its whole time, goes to the gateway's metrics."""
+    tally.end(time.monotonic() - started)
+    if tally.rtf is not None:
+        svc.metrics.rtf.observe(tally.rtf)
+
+
+def chunk_metrics(chunk: Chunk, tally: Metrics) -> ChunkMetrics:
+    first = tally.first_chunk_latency
     return ChunkMetrics(
         first_chunk_latency=round(first, 4) if first is not None else None,
-        total_latency=round(elapsed, 4),
-        rtf=round(elapsed / seconds, 4) if seconds else None,
-        total_audio_duration=round(seconds, 4),
-        chunks_generated=count,
+        total_latency=round(tally.total_latency, 4),
+        rtf=round(tally.rtf, 4) if tally.rtf is not None else None,
+        total_audio_duration=round(tally.audio_seconds, 4),
+        chunks_generated=tally.chunks,
         weights=chunk.metrics.weights,
         slot=chunk.slot,
         job=chunk.job,

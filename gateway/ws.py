@@ -28,8 +28,9 @@ from litestar.exceptions import WebSocketDisconnect
 from broker.client import JobError
 from broker.protocol import ErrorCode
 from engine.errors import InvalidInput
+from engine.metrics import Metrics
 from gateway import audio
-from gateway.jobs import Services, Svc, chunk_metrics, open_job, serving, watch
+from gateway.jobs import Services, Svc, count_chunk, end_tally, open_job, serving, watch
 from gateway.requests import from_message
 from gateway.voices import VoiceNotFound
 
@@ -109,18 +110,13 @@ class Session:
             return
         started = time.monotonic()
         await self.send({"type": "accepted", "request": n})
-        count, seconds, first, metrics = 0, 0.0, None, None
+        tally, metrics = Metrics(), None
         try:
             with serving(svc):
                 async for chunk in watch(chunks, stop=self.cancel):
                     assert chunk is not None  # no keep-alive interval was asked for
-                    count += 1
-                    seconds += len(chunk.pcm) / chunk.sample_rate
-                    if first is None and len(chunk.pcm):
-                        first = time.monotonic() - started
-                        svc.metrics.first_chunk.observe(first)
-                    metrics = msgspec.to_builtins(chunk_metrics(chunk, started, first, seconds, count))
-                    header = {"type": "chunk", "request": n, "chunk_id": count, "samples": len(chunk.pcm)}
+                    metrics = msgspec.to_builtins(count_chunk(svc, tally, chunk, started))
+                    header = {"type": "chunk", "request": n, "chunk_id": tally.chunks, "samples": len(chunk.pcm)}
                     header |= {"sample_rate": chunk.sample_rate, "format": "pcm_s16le", "metrics": metrics}
                     await self.send(header, audio.pcm16(chunk.pcm))
         except JobError as exc:
@@ -129,9 +125,8 @@ class Session:
         if self.cancel.is_set():
             await self.error(n, None, "cancelled by the client", ErrorCode.CANCELLED)
             return
-        if seconds:
-            svc.metrics.rtf.observe((time.monotonic() - started) / seconds)
-        done = {"type": "done", "request": n, "message": "Streaming complete", "total_chunks": count}
+        end_tally(svc, tally, started)
+        done = {"type": "done", "request": n, "message": "Streaming complete", "total_chunks": tally.chunks}
         await self.send(done | {"metrics": metrics})
 
     async def error(self, n: int | None, field: str | None, reason: str, code: ErrorCode) -> None:
