@@ -50,7 +50,7 @@ from broker.settings import BrokerSettings
 from broker.sockets import make_socket
 from engine.audio import SAMPLE_RATE
 from engine.cli import add_synthesis_arguments, synthesis_params
-from engine.metrics import Metrics
+from engine.metrics import Metrics, Weights
 from engine.params import SynthesisParams
 
 SUBSCRIBE_TIMEOUT = 10.0  # s a submit waits for the broker to see our results subscription
@@ -94,7 +94,7 @@ class Summary(msgspec.Struct, kw_only=True):
     total_latency: float
     rtf: float | None
     metrics: Metrics  # the worker's own figures
-    weights: str
+    weights: Weights
 
 
 class _Channel:

@@ -15,7 +15,7 @@ from typing import Literal, NamedTuple
 import msgspec
 import numpy as np
 
-from engine.metrics import Metrics
+from engine.metrics import Metrics, Weights
 from engine.params import SynthesisParams
 
 PROTOCOL_VERSION = 3  # 2: T3 tells S3Gen its load (Load); 3: a worker says Goodbye before it exits
@@ -134,7 +134,7 @@ class SlotStats(msgspec.Struct, kw_only=True):
     mean_first_chunk_latency: float | None
     mean_rtf: float | None
     device: str = ""
-    weights: str = ""
+    weights: Weights | None = None  # None until the slot's T3 worker has registered
 
 
 class Stats(msgspec.Struct, tag="stats", kw_only=True):
@@ -159,7 +159,7 @@ class Ready(msgspec.Struct, tag="ready", kw_only=True):
     slot: str
     capacity: int
     device: str
-    weights: str
+    weights: Weights
     pid: int
 
 

@@ -34,6 +34,7 @@ from broker.protocol import (
 )
 from broker.settings import BrokerSettings
 from engine.errors import InvalidInput
+from engine.metrics import Weights
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class Slot:
     name: str
     capacity: int = 1
     device: str = ""
-    weights: str = ""
+    weights: Weights | None = None
     t3: WorkerRef | None = None
     s3gen: WorkerRef | None = None
     jobs: dict[str, JobRecord] = field(default_factory=dict)

@@ -6,7 +6,12 @@ counted by `add_audio` and `end`, measured from wherever that counter's clock st
 
 from __future__ import annotations
 
+from typing import Literal
+
 import msgspec
+
+# Which weights produced a result: a real checkpoint's, or generated random ones (the audio is noise).
+Weights = Literal["real", "random"]
 
 
 class Metrics(msgspec.Struct, kw_only=True):
@@ -17,7 +22,7 @@ class Metrics(msgspec.Struct, kw_only=True):
     chunks: int = 0
     tokens_generated: int = 0  # raw T3 samples
     valid_tokens: int = 0  # speech tokens that became audio
-    weights: str = "real"
+    weights: Weights = "real"
 
     def add_audio(self, samples: int, sample_rate: int, elapsed: float) -> None:
         """Count one more audio chunk of `samples`, `elapsed` seconds after the job started."""

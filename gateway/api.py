@@ -18,6 +18,7 @@ from litestar.openapi.spec import OpenAPI, OpenAPIMediaType, OpenAPIType, Refere
 from broker.client import JobError
 from broker.protocol import ErrorCode
 from engine.errors import InvalidInput
+from engine.metrics import Weights
 from gateway.requests import BODIES, FORM_BOOLEANS, FORM_TYPES, Text, struct_fields, upload_fields
 from gateway.voices import VoiceNotFound
 
@@ -41,7 +42,7 @@ class ChunkMetrics(msgspec.Struct, kw_only=True):
     rtf: float | None
     total_audio_duration: float
     chunks_generated: int
-    weights: str
+    weights: Weights
     slot: str
     job: str
     tokens_generated: int  # raw T3 samples so far
@@ -104,7 +105,7 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     status: Literal["ok", "unavailable"]
     live_slots: int
     slots: list[str]
-    weights: str  # "real", "random", or "unknown" while no slot is live
+    weights: Weights | Literal["unknown"]  # unknown while no slot is live
     streaming: bool  # always true: this server streams (the seed's clients look for it)
     error: str | None = None  # why, when the broker could not be asked
 

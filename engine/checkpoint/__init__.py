@@ -22,6 +22,7 @@ from pathlib import Path
 import msgspec
 
 from engine.errors import CheckpointError
+from engine.metrics import Weights
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +39,7 @@ DEFAULT_VOICE_SECONDS = 10.0
 
 class Checkpoint(msgspec.Struct, frozen=True):
     path: str
-    weights: str  # "real" or "random"
+    weights: Weights
     source: str  # how it was found: cache, download, directory, generated
 
 
@@ -102,10 +103,10 @@ def _from_directory(path: Path) -> Checkpoint:
     # conds.pt is optional upstream, but without it there is no default voice; require it.
     if missing:
         raise CheckpointError(f"checkpoint directory {path} is missing {', '.join(missing)}")
-    weights = "real"
+    weights: Weights = "real"
     marker = path / MARKER
-    if marker.is_file():
-        weights = json.loads(marker.read_text()).get("weights", "real")
+    if marker.is_file() and json.loads(marker.read_text()).get("weights") == "random":
+        weights = "random"
     return Checkpoint(str(path), weights, "directory")
 
 

@@ -254,7 +254,7 @@ def test_unknown_workers_are_asked_to_register_and_other_protocol_versions_are_i
     rig.sched.from_worker(b"x/t3", Heartbeat(), 0.0)
     assert rig.out.workers == [(b"x/t3", Register(epoch=EPOCH), ())]
     for role in ("t3", "s3gen"):
-        msg = Ready(version=PROTOCOL_VERSION + 1, role=role, slot="x", capacity=1, device="", weights="", pid=1)
+        msg = Ready(version=PROTOCOL_VERSION + 1, role=role, slot="x", capacity=1, device="", weights="random", pid=1)
         rig.sched.from_worker(f"x/{role}".encode(), msg, 0.0)
     assert rig.sched.stats().slots == [] and rig.sched.workers == {}
 

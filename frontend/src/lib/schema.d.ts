@@ -205,7 +205,8 @@ export interface components {
             total_audio_duration: number;
             total_latency: number;
             valid_tokens: number;
-            weights: string;
+            /** @enum {string} */
+            weights: "real" | "random";
         };
         /** DoneEvent */
         DoneEvent: {
@@ -234,7 +235,7 @@ export interface components {
             /** @enum {string} */
             status: "ok" | "unavailable";
             streaming: boolean;
-            weights: string;
+            weights: ("real" | "random") | "unknown";
         };
         /** ModelCard */
         ModelCard: {
@@ -279,8 +280,8 @@ export interface components {
             mean_first_chunk_latency: number | null;
             mean_rtf: number | null;
             name: string;
-            /** @default  */
-            weights?: string;
+            /** @enum {null|string} */
+            weights?: "real" | "random" | null;
         };
         /** SpeechBody */
         SpeechBody: {
