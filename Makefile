@@ -62,7 +62,7 @@ test: $(STAMP) $(SCHEMA_TS) $(BUNDLE)
 	$(PY) -m ruff format --check .
 	.venv/bin/lint-imports
 	cd frontend && npm test --silent
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 lint: $(STAMP)
 	$(PY) -m ruff check --fix .
