@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from broker.settings import BrokerSettings
@@ -18,15 +18,27 @@ from broker.settings import BrokerSettings
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
+def free_ports(n: int, avoid: Iterable[int] = ()) -> list[int]:
+    """`n` distinct free ports, none in `avoid`: a port handed out before to a process that has not bound it
+    yet (a broker still starting) is free to the kernel too, and a second call could get it again."""
+    taken, ports, socks = set(avoid), [], []
     try:
-        for s in socks:
+        while len(ports) < n:
+            s = socket.socket()
+            socks.append(s)  # held bound until the end, so the kernel hands out each port once
             s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+            port = s.getsockname()[1]
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+        return ports
     finally:
         for s in socks:
             s.close()
+
+
+def broker_ports(settings: BrokerSettings) -> list[int]:
+    return [getattr(settings, name) for name in settings.__struct_fields__ if name.endswith("_port")]
 
 
 def broker_settings(**overrides: object) -> BrokerSettings:
@@ -129,6 +141,7 @@ class Stack:
         }
         self.broker = Proc(["-m", "broker"], self.env, workdir / "broker.log")
         self.gateways: list[Proc] = []
+        self.gateway_ports: list[int] = []
         self.health: dict = {}  # the /health body `serve` saw
         self.workers: dict[tuple[str, str], Proc] = {}
         for index, slot in enumerate(slots):
@@ -144,7 +157,8 @@ class Stack:
 
     def add_gateway(self, env: dict[str, str] | None = None) -> str:
         """Start a gateway (uvicorn) on a free port; its URL once it answers HTTP."""
-        (port,) = free_ports(1)
+        (port,) = free_ports(1, avoid=[*broker_ports(self.settings), *self.gateway_ports])
+        self.gateway_ports.append(port)
         n = len(self.gateways)
         env = {"CHATTERBOX_GATEWAY_DATA_DIR": str(self.workdir / f"gateway{n}"), **(env or {})}
         proc = Proc(["-m", "gateway", "--port", str(port)], self.env | env, self.workdir / f"gateway{n}.log")

@@ -19,7 +19,7 @@ from httpx_sse import connect_sse
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
-from bench.stack import Proc, broker_env, broker_settings, free_ports, wait_for
+from bench.stack import Proc, broker_env, broker_ports, broker_settings, free_ports, wait_for
 from broker.protocol import Cancel
 from broker.settings import BrokerSettings
 from tests.broker.scripted import ScriptedSlot
@@ -37,7 +37,7 @@ def stack(settings: BrokerSettings, tmp_path_factory: pytest.TempPathFactory):
     tmp = tmp_path_factory.mktemp("gateway")
     broker = Proc(["-m", "broker"], broker_env(settings), tmp / "broker.log")
     slot = ScriptedSlot(settings, "s", auto_chunks=3)
-    port, auth_port = free_ports(2)  # one call: two calls could hand out the same free port
+    port, auth_port = free_ports(2, avoid=broker_ports(settings))
     env = broker_env(settings) | {
         "CHATTERBOX_GATEWAY_PORT": str(port),
         "CHATTERBOX_GATEWAY_DATA_DIR": str(tmp / "data"),

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from bench.stack import ROOT, Proc, broker_env, broker_settings, free_ports, wait_for
+from bench.stack import ROOT, Proc, broker_env, broker_ports, broker_settings, free_ports, wait_for
 from tests.broker.scripted import ScriptedSlot
 
 
@@ -30,7 +30,7 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory):
     settings = broker_settings(heartbeat_interval=0.2, heartbeat_liveness=10)
     broker = Proc(["-m", "broker"], broker_env(settings), tmp / "broker.log")
     slot = ScriptedSlot(settings, "s", auto_chunks=2)
-    (port,) = free_ports(1)
+    (port,) = free_ports(1, avoid=broker_ports(settings))
     env = broker_env(settings) | {
         "CHATTERBOX_GATEWAY_PORT": str(port),
         "CHATTERBOX_GATEWAY_DATA_DIR": str(tmp / "data"),
