@@ -68,10 +68,9 @@ def sse_stream(url: str, text: str, index: int, params: SynthesisParams, concurr
         record.error = str(exc)
         return record
     last = result.chunks[-1].metrics
-    record.first_audio = result.first_audio
-    record.total = result.ended - result.started
-    record.audio_seconds = result.audio_seconds
-    record.chunks = len(result.chunks)
+    tally = result.tally()
+    record.first_audio, record.total = tally.first_chunk_latency, tally.total_latency
+    record.audio_seconds, record.chunks = tally.audio_seconds, tally.chunks
     record.tokens_generated, record.valid_tokens = last["tokens_generated"], last["valid_tokens"]
     if local:  # the workers' CLOCK_MONOTONIC is ours
         t0 = result.started
