@@ -38,11 +38,13 @@ def gateway_url(tmp_path_factory: pytest.TempPathFactory):
     }
     gateway = Proc(["-m", "gateway"], env, tmp / "gateway.log")
     url = f"http://127.0.0.1:{port}"
-    wait_for(lambda: _up(url), 60, f"gateway at {url}")
-    yield url
-    gateway.stop()
-    slot.close()
-    broker.stop()
+    try:  # a gateway that never comes up must not leave the broker and the slot running
+        wait_for(lambda: _up(url), 60, f"gateway at {url}")
+        yield url
+    finally:
+        gateway.stop()
+        slot.close()
+        broker.stop()
 
 
 def _up(url: str) -> bool:
