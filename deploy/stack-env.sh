@@ -15,9 +15,10 @@ if [ "$CHATTERBOX_DEVICE" = cpu ] && [ -z "${CHATTERBOX_THREADS:-}" ]; then
     export CHATTERBOX_THREADS=$(( $(nproc) / 2 > 0 ? $(nproc) / 2 : 1 ))
 fi
 export CHATTERBOX_THREADS=${CHATTERBOX_THREADS:-0}
-export CHATTERBOX_ROOT=${CHATTERBOX_ROOT:-$(pwd)}
 export HF_HUB_DISABLE_PROGRESS_BARS=${HF_HUB_DISABLE_PROGRESS_BARS:-1}
-mkdir -p "$CHATTERBOX_ROOT/logs"
+# supervisord.conf puts every path under its own directory (`%(here)s`), so `supervisorctl -c
+# supervisord.conf` works from the repo root with nothing exported; its log directory must exist.
+mkdir -p logs
 # Streams per slot at once (batched T3, batched S3Gen): the aim on a GPU is 32, each faster than real time.
 if [ -z "${CHATTERBOX_WORKER_CAPACITY:-}" ]; then
     if [ "$CHATTERBOX_DEVICE" = cpu ]; then export CHATTERBOX_WORKER_CAPACITY=8; else export CHATTERBOX_WORKER_CAPACITY=32; fi
