@@ -40,6 +40,9 @@ class ErrorCode(enum.StrEnum):
     UNAUTHORIZED = "unauthorized"  # gateway: a missing or wrong API key
     METHOD_NOT_ALLOWED = "method_not_allowed"  # gateway: the route exists, not with this method
     PAYLOAD_TOO_LARGE = "payload_too_large"  # gateway: the request body is over its limit
+    # WebSocket: a request sent while the connection's previous one runs. Not `busy`: the server has room,
+    # and a client retrying on `busy` would resend at once instead of waiting for its own `done`.
+    CONNECTION_BUSY = "connection_busy"
 
     @property
     def status(self) -> int:
@@ -73,6 +76,7 @@ _ERROR_TRAITS = types.MappingProxyType(
         ErrorCode.UNAUTHORIZED: _ErrorTraits(401, False),
         ErrorCode.METHOD_NOT_ALLOWED: _ErrorTraits(405, False),
         ErrorCode.PAYLOAD_TOO_LARGE: _ErrorTraits(413, False),
+        ErrorCode.CONNECTION_BUSY: _ErrorTraits(409, False),
     }
 )
 

@@ -15,7 +15,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -59,13 +59,13 @@ from gateway.api import (
     sse_schema,
 )
 from gateway.jobs import Services, Svc, count_chunk, end_tally, open_job, serving, watch
-from gateway.requests import BodyRequest, OpenAIModel, SpeechBody, SynthesizeBody, VoiceUpload, from_body, from_speech
+from gateway.requests import OPENAI_MODELS, BodyRequest, SpeechBody, SynthesizeBody, VoiceUpload, from_body, from_speech
 from gateway.settings import GatewaySettings
 from gateway.voices import Voice, VoiceStore
 from gateway.ws import ws_synthesize
 
 log = logging.getLogger(__name__)
-OPENAI_MODELS: tuple[str, ...] = get_args(OpenAIModel)
+
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -110,7 +110,9 @@ async def sse_events(svc: Services, chunks: AsyncIterator[Chunk]) -> AsyncIterat
         with serving(svc):
             async for chunk in watch(chunks, every=svc.settings.keepalive_seconds):
                 if chunk is None:
-                    yield ServerSentEventMessage(comment="keep-alive")
+                    # A comment line alone: with `data:` (Litestar's default, "") it would dispatch an
+                    # empty `message` event, which EventSource and httpx-sse clients then fail to parse.
+                    yield ServerSentEventMessage(comment="keep-alive", data=None)
                     continue
                 metrics = count_chunk(svc, tally, chunk, started)
                 event = AudioChunkEvent(

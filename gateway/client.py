@@ -96,9 +96,7 @@ def stream(
             if source.response.status_code != 200:
                 source.response.read()
                 raise GatewayError(source.response.status_code, source.response.json())
-            for event in source.iter_sse():
-                if not event.data:  # a keep-alive comment
-                    continue
+            for event in source.iter_sse():  # keep-alive comments dispatch no event
                 body = json.loads(event.data)
                 if event.event == "error":
                     raise GatewayError(200, body)

@@ -10,6 +10,7 @@ Sampling ranges come from the engine's `RANGES` (documented in the schema) and a
 from __future__ import annotations
 
 import functools
+import re
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -87,7 +88,17 @@ class SynthesizeBody(ParamFields, kw_only=True):
     audio_prompt: bytes | None = None
 
 
-OpenAIModel = Literal["chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts"]
+OPENAI_MODELS = ("chatterbox", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+# OpenAI's dated snapshots (`tts-1-1106`, `gpt-4o-mini-tts-2025-12-15`) are aliases of their base names:
+# clients pinned to one must work unchanged.
+OpenAIModel = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=rf"^({'|'.join(re.escape(m) for m in OPENAI_MODELS)})(-\d{{4}}(-\d{{2}}-\d{{2}})?)?$",
+        description=f"one of {', '.join(OPENAI_MODELS)}, or a dated snapshot of one such as tts-1-1106 "
+        "(all mean Chatterbox)",
+    ),
+]
 ResponseFormat = Literal["wav", "pcm", "mp3", "opus", "flac"]
 
 
@@ -213,6 +224,9 @@ def convert(raw: dict[str, Any], target: type[msgspec.Struct], strict: bool) -> 
                     allowed = _unwrap(info[name].type)
                     if isinstance(allowed, msgspec.inspect.LiteralType):  # msgspec names only the wrong value
                         raise InvalidInput(name, f"must be one of {', '.join(map(str, allowed.values))}") from None
+                    if isinstance(allowed, msgspec.inspect.StrType) and allowed.pattern and _description(info[name]):
+                        # A regex is no message for a user: the field's description says what it takes.
+                        raise InvalidInput(name, f"must be {_description(info[name])}, not {value!r}") from None
                     raise InvalidInput(name, str(one)) from None
         raise InvalidInput("body", str(exc)) from None
 
@@ -242,6 +256,15 @@ def _unwrap(t: Any) -> Any:
             t = rest[0]
         else:
             return t
+
+
+def _description(field: _Field) -> str | None:
+    t = field.type
+    while isinstance(t, msgspec.inspect.Metadata):
+        if t.extra_json_schema and t.extra_json_schema.get("description"):
+            return t.extra_json_schema["description"]
+        t = t.type
+    return None
 
 
 def _is_int(t: Any) -> bool:

@@ -85,7 +85,7 @@ class Session:
         self.requests += 1
         if self.running is not None:
             reason = "one request at a time per connection: wait for done or send cancel"
-            await self.error(self.requests, "type", reason, ErrorCode.BUSY)
+            await self.error(self.requests, "type", reason, ErrorCode.CONNECTION_BUSY)
             return
         self.cancel.clear()
         self.running = asyncio.create_task(self.serve(self.requests, msg))

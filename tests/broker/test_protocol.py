@@ -92,7 +92,7 @@ def test_the_wire_strings_stay_put() -> None:
     # Clients, dashboards and the frontend match on these strings: renaming one is a protocol change.
     assert {c.value for c in ErrorCode} == {
         "invalid_input", "not_found", "busy", "timeout", "worker_lost", "broker_lost", "cancelled", "gap",
-        "internal", "unsubscribed", "unauthorized", "method_not_allowed", "payload_too_large",
+        "internal", "unsubscribed", "unauthorized", "method_not_allowed", "payload_too_large", "connection_busy",
     }  # fmt: skip
     assert (ErrorCode.BUSY.status, ErrorCode.BUSY.retryable) == (503, True)
     assert (ErrorCode.INVALID_INPUT.status, ErrorCode.NOT_FOUND.status, ErrorCode.TIMEOUT.status) == (422, 404, 504)

@@ -84,7 +84,7 @@ def test_sse_stream_in_the_seeds_format(stack) -> None:
         ) as source,
     ):
         assert source.response.headers["content-type"].startswith("text/event-stream")
-        events = [e for e in source.iter_sse() if e.data]  # keep-alives (every 0.2 s here) parse as empty events
+        events = list(source.iter_sse())  # keep-alives (every 0.2 s here) are comments: no events
     kinds = [e.event for e in events]
     assert kinds == ["audio_chunk"] * 3 + ["done"]
     ids = [e.id for e in events]
@@ -177,10 +177,26 @@ def test_openai_sdk_streams_wav_and_pcm(stack) -> None:
     assert "tts-1" in [m.id for m in client.models.list()]
 
 
+@pytest.mark.parametrize("model", ["tts-1-1106", "tts-1-hd-1106", "gpt-4o-mini-tts-2025-12-15"])
+def test_openai_dated_model_names_are_aliases(stack, model) -> None:
+    client = openai.OpenAI(base_url=f"{stack['url']}/v1", api_key="unused")
+    pcm = client.audio.speech.create(model=model, voice="alloy", input="Pinned.", response_format="pcm").content
+    assert len(pcm) == 3 * 2400 * 2
+
+
+@pytest.mark.parametrize("model", ["tts-2", "tts-1-x", "gpt-4o-mini-tts-25"])
+def test_an_unknown_model_is_a_422_listing_the_names(stack, model) -> None:
+    body = {"model": model, "input": "Hi.", "response_format": "pcm"}
+    r = httpx.post(f"{stack['url']}/v1/audio/speech", json=body, timeout=10)
+    assert r.status_code == 422 and r.json()["field"] == "model"
+    assert r.json()["reason"].startswith("must be one of chatterbox, tts-1, tts-1-hd, gpt-4o-mini-tts")
+    assert "regex" not in r.json()["reason"]
+
+
 def test_openai_sse_events(stack) -> None:
     body = {"model": "tts-1", "input": "Hi.", "voice": "alloy", "response_format": "pcm", "stream_format": "sse"}
     with httpx.Client(timeout=30) as http, connect_sse(http, "POST", f"{stack['url']}/v1/audio/speech", json=body) as s:
-        events = [json.loads(e.data) for e in s.iter_sse() if e.data]
+        events = [json.loads(e.data) for e in s.iter_sse()]
     assert [e["type"] for e in events] == ["speech.audio.delta"] * 3 + ["speech.audio.done"]
     assert len(base64.b64decode(events[0]["audio"])) == 2400 * 2
 
@@ -217,13 +233,14 @@ def test_busy_is_503_with_retry_after_and_keepalive_while_queued(stack) -> None:
             r = httpx.post(f"{url}/synthesize-stream", json={"text": "hold C"}, timeout=10)
             assert r.status_code == 503 and r.headers["retry-after"]
             lines = b.response.iter_lines()
-            assert next(lines).startswith(":")  # keep-alive comment while B waits
+            # While B waits: keep-alives, each a comment line alone, then a blank line (no `data:`).
+            assert [next(lines), next(lines), next(lines), next(lines)] == [": keep-alive", "", ": keep-alive", ""]
             slot.finish(job_a, 1)
             job_b = slot.next_job()
             slot.finish(job_b, 1)
             rest = list(lines)
             assert [line for line in rest if line.startswith("event:")] == ["event: audio_chunk", "event: done"]
-        assert [e.event for e in a.iter_sse() if e.data] == ["audio_chunk", "done"]  # minus keep-alives
+        assert [e.event for e in a.iter_sse()] == ["audio_chunk", "done"]  # keep-alives dispatch nothing
 
 
 def test_auth_on_and_off(stack) -> None:
@@ -286,7 +303,7 @@ def test_websocket_cancel_stops_the_job_and_the_connection_goes_on(stack) -> Non
         # A second request while the first runs is refused on its own; the first goes on.
         ws.send(json.dumps({"text": "too soon"}))
         busy = json.loads(ws.recv(timeout=10))
-        assert busy["type"] == "error" and busy["code"] == "busy" and busy["request"] == 2
+        assert busy["type"] == "error" and busy["code"] == "connection_busy" and busy["request"] == 2
         ws.send(json.dumps({"type": "cancel"}))
         end = json.loads(ws.recv(timeout=10))
         assert end == {"type": "error", "request": 1, "error": "cancelled by the client", "code": "cancelled",
@@ -336,6 +353,6 @@ def test_a_job_failing_mid_stream_ends_with_one_error_event(stack) -> None:
         job = slot.next_job()
         slot.audio(job, 1)
         slot.audio(job, 3)  # chunk 2 never comes: the client sees a gap and gives the job up
-        events = [e for e in source.iter_sse() if e.data]  # ends: the server closed the stream
+        events = list(source.iter_sse())  # ends: the server closed the stream
     assert [e.event for e in events] == ["audio_chunk", "error"]
     assert json.loads(events[-1].data)["code"] == "gap" and events[-1].id == "2"

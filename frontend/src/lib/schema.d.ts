@@ -226,7 +226,7 @@ export interface components {
          *         JobError, and of the HTTP, SSE and WebSocket error bodies. The values are the wire strings.
          * @enum {string}
          */
-        ErrorCode: "invalid_input" | "not_found" | "busy" | "timeout" | "worker_lost" | "broker_lost" | "cancelled" | "gap" | "internal" | "unsubscribed" | "unauthorized" | "method_not_allowed" | "payload_too_large";
+        ErrorCode: "invalid_input" | "not_found" | "busy" | "timeout" | "worker_lost" | "broker_lost" | "cancelled" | "gap" | "internal" | "unsubscribed" | "unauthorized" | "method_not_allowed" | "payload_too_large" | "connection_busy";
         /** Health */
         Health: {
             error?: string | null;
@@ -307,8 +307,8 @@ export interface components {
             max_new_tokens?: number | null;
             /** @default 0.05 */
             min_p?: number;
-            /** @enum {string} */
-            model: "chatterbox" | "tts-1" | "tts-1-hd" | "gpt-4o-mini-tts";
+            /** @description one of chatterbox, tts-1, tts-1-hd, gpt-4o-mini-tts, or a dated snapshot of one such as tts-1-1106 (all mean Chatterbox) */
+            model: string;
             /** @default 1.2 */
             repetition_penalty?: number;
             /**
@@ -361,8 +361,8 @@ export interface components {
             max_new_tokens?: (number | null) | string;
             /** @default 0.05 */
             min_p?: number | string;
-            /** @enum {string} */
-            model: "chatterbox" | "tts-1" | "tts-1-hd" | "gpt-4o-mini-tts";
+            /** @description one of chatterbox, tts-1, tts-1-hd, gpt-4o-mini-tts, or a dated snapshot of one such as tts-1-1106 (all mean Chatterbox) */
+            model: string;
             /** @default 1.2 */
             repetition_penalty?: number | string;
             /**
