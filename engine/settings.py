@@ -40,7 +40,8 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     # `auto`, `hub`, `random`, `random:SEED`, or a directory holding the five checkpoint files.
     checkpoint: str = "auto"
     device: str = "cpu"
-    # auto: bfloat16 for T3 and the flow on CUDA and on CPUs with AMX, else float32. HiFT stays float32.
+    # auto: bfloat16 for T3 and the flow on CUDA and on CPUs with AMX or AVX512-BF16, else float32. HiFT
+    # stays float32.
     dtype: str = "auto"
     cache_dir: str = ""
     # Intra-op threads for torch; 0 keeps torch's default (all cores).
@@ -57,9 +58,16 @@ class EngineSettings(msgspec.Struct, frozen=True, kw_only=True):
     flow_left_tokens: int = 8
     flow_holdback_tokens: int = 2
     hift_context_frames: int = 8
+    # Euler steps of S3Gen's CFM decoder per flow call (upstream: 10). Each step is one decoder pass
+    # (two rows with CFG), so the flow's cost is about proportional; fewer trades quality for speed.
+    flow_steps: int = 10
     # Reference-voice limits, from `CHATTERBOX_VOICE_*` (the gateway checks uploads against the same ones).
     voice: VoiceLimits = msgspec.field(default_factory=VoiceLimits)
     watermark: bool = True
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.flow_steps <= 100:
+            raise ValueError(f"CHATTERBOX_FLOW_STEPS must be 1..100, got {self.flow_steps}")
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> EngineSettings:

@@ -145,6 +145,7 @@ class Engine:
             left=s.flow_left_tokens,
             holdback=s.flow_holdback_tokens if holdback is None else holdback,
             hift_context=s.hift_context_frames,
+            flow_steps=s.flow_steps,
         )
 
     # -- synthesis ----------------------------------------------------------------------------------

@@ -70,3 +70,11 @@ def test_settings_from_env_parses_types_and_rejects_garbage():
     assert s.chunk_size == 80 and s.watermark is False
     with pytest.raises(ValueError, match="CHATTERBOX_"):
         EngineSettings.from_env({"CHATTERBOX_CHUNK_SIZE": "lots"})
+
+
+def test_flow_steps_default_to_upstreams_ten_and_stay_in_range():
+    assert EngineSettings.from_env({}).flow_steps == 10
+    assert EngineSettings.from_env({"CHATTERBOX_FLOW_STEPS": "2"}).flow_steps == 2
+    for bad in ("0", "101"):
+        with pytest.raises(ValueError, match=r"CHATTERBOX_FLOW_STEPS must be 1\.\.100"):
+            EngineSettings.from_env({"CHATTERBOX_FLOW_STEPS": bad})

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from chatterbox.models.s3gen import S3Gen
 
-from engine.models.s3gen.flow import LOOKAHEAD_TOKENS, TOKEN_MEL_RATIO, flow_mels_batch
+from engine.models.s3gen.flow import LOOKAHEAD_TOKENS, N_TIMESTEPS, TOKEN_MEL_RATIO, flow_mels_batch
 from engine.models.s3gen.hift import HOP, HiftStream
 from engine.models.s3gen.noise import NoiseTape
 
@@ -26,9 +26,9 @@ class FlowWork(NamedTuple):
     final: bool
 
     @property
-    def shape(self) -> tuple[int, int, int]:
+    def shape(self) -> tuple[int, int, int, int]:
         """Works of one shape run through the flow as one batch."""
-        return (len(self.window), self.drop, self.stream.prompt_frames)
+        return (len(self.window), self.drop, self.stream.prompt_frames, self.stream.flow_steps)
 
 
 class S3GenStream:
@@ -43,8 +43,19 @@ class S3GenStream:
     run the flow once for all plans of one shape (`run_flow`), then `finish` each.
     """
 
-    def __init__(self, s3gen: S3Gen, ref: dict, seed: int, *, left: int, holdback: int, hift_context: int):
+    def __init__(
+        self,
+        s3gen: S3Gen,
+        ref: dict,
+        seed: int,
+        *,
+        left: int,
+        holdback: int,
+        hift_context: int,
+        flow_steps: int = N_TIMESTEPS,
+    ):
         self.s3gen = s3gen
+        self.flow_steps = flow_steps
         self.ref = ref
         self.left = left
         self.holdback = holdback
@@ -69,13 +80,13 @@ class S3GenStream:
         stable_tokens = n if final else n - LOOKAHEAD_TOKENS - self.holdback
         return max(0, self.mel_emitted // TOKEN_MEL_RATIO - self.left), max(stable_tokens, 0) * TOKEN_MEL_RATIO
 
-    def shape(self, new_tokens: int, final: bool) -> tuple[int, int, int] | None:
+    def shape(self, new_tokens: int, final: bool) -> tuple[int, int, int, int] | None:
         """The shape `plan` would give for this many more tokens, without taking them; None: no flow call."""
         n = len(self.tokens) + new_tokens
         ctx, target = self._window(n, final)
         if target <= self.mel_emitted:
             return None
-        return (n - ctx, 0 if final else LOOKAHEAD_TOKENS, self.prompt_frames)
+        return (n - ctx, 0 if final else LOOKAHEAD_TOKENS, self.prompt_frames, self.flow_steps)
 
     def plan(self, tokens: list[int], final: bool) -> FlowWork:
         if self.finished:
@@ -123,11 +134,12 @@ def run_flow(works: list[FlowWork]) -> list[torch.Tensor]:
         [s.prompt_noise for s in streams],
         [s.noise.read(w.first, w.first + n * TOKEN_MEL_RATIO) for s, w in zip(streams, works, strict=True)],
         drop_tokens=works[0].drop,
+        n_timesteps=streams[0].flow_steps,
     )
     return list(frames.split(1))
 
 
-def offline(s3gen: S3Gen, ref: dict, tokens: list[int], seed: int) -> np.ndarray:
+def offline(s3gen: S3Gen, ref: dict, tokens: list[int], seed: int, flow_steps: int = N_TIMESTEPS) -> np.ndarray:
     """All tokens at once with the same noise a stream with this seed draws: the reference for seamless."""
-    stream = S3GenStream(s3gen, ref, seed, left=0, holdback=0, hift_context=0)
+    stream = S3GenStream(s3gen, ref, seed, left=0, holdback=0, hift_context=0, flow_steps=flow_steps)
     return stream.push(tokens, final=True)
