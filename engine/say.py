@@ -15,8 +15,8 @@ from engine.audio import SAMPLE_RATE
 from engine.cli import add_synthesis_arguments, synthesis_params
 from engine.errors import CheckpointError, InvalidInput
 from engine.metrics import Metrics
-from engine.models.synthesizer import Engine
 from engine.settings import EngineSettings
+from engine.text import check_text
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -33,15 +33,24 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     out = sys.stderr if args.json else sys.stdout
+    params = synthesis_params(args)
     try:
         settings = EngineSettings.from_env(checkpoint=args.checkpoint, device=args.device, dtype=args.dtype)
+        # Bad text or parameters are refused before the model takes its seconds to load.
+        check_text(args.text, settings.max_text_chars)
+        params.validated()
+    except ValueError as exc:  # InvalidInput (field: reason) or a bad CHATTERBOX_* setting
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from engine.models.synthesizer import Engine  # torch: imported only once the input is known good
+
+    try:
         engine = Engine(settings)
     except (CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if engine.weights == "random":
         print("NOTE: random weights (generated checkpoint): timings are real, the audio is noise.", file=out)
-    params = synthesis_params(args)
     reference = args.voice.read_bytes() if args.voice else None
     try:
         if args.stream:

@@ -22,20 +22,21 @@ from broker.client import Client
 from tests.e2e.test_pipeline import LOAD_TIMEOUT, in_thread, run_stream, samples
 
 CAPACITY = 4
-JOB = dict(first_chunk_size=6, chunk_size=12, ignore_stop=True)
+JOB = dict(first_chunk_size=4, chunk_size=10, ignore_stop=True)
 TEXTS = [
     "The first of four voices in one batch.",
     "A second voice joins while the first is talking.",
     "Third.",
     "And a fourth, somewhat longer, sentence joins the others last of all.",
 ]
-LENGTHS = [40, 28, 44, 32]  # raw tokens: they leave the batch at different steps
+LENGTHS = [24, 16, 28, 20]  # raw tokens: they leave the batch at different steps
 STAGGER = 1.5  # seconds between the jobs' starts: each joins a batch already decoding
 
 
 @pytest.fixture(scope="module")
 def stack(checkpoint_dir: Path, tmp_path_factory: pytest.TempPathFactory):
-    env = {"CHATTERBOX_WORKER_COALESCE_TOKENS": "0", "CHATTERBOX_DTYPE": "float32"}
+    # Upstream's 10 flow steps (not the tests' 2): S3Gen must still lag T3 here, for the two-lane check.
+    env = {"CHATTERBOX_WORKER_COALESCE_TOKENS": "0", "CHATTERBOX_DTYPE": "float32", "CHATTERBOX_FLOW_STEPS": "10"}
     s = Stack(tmp_path_factory.mktemp("batch-stack"), str(checkpoint_dir), slots=("a",), capacity=CAPACITY, env=env)
     yield s
     s.stop()

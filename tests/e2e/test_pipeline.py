@@ -17,7 +17,7 @@ from bench.stack import Stack, wait_for
 from broker.client import Chunk, Client, JobError
 
 LOAD_TIMEOUT = 240  # a worker loads the checkpoint in ~10–40 s on 2 busy cores
-SHORT = dict(max_new_tokens=60, first_chunk_size=8, chunk_size=16)
+SHORT = dict(max_new_tokens=32, first_chunk_size=6, chunk_size=10)  # chunks of 6, 12 (10 on), ...
 # Jobs that must still be running when a cancel or a fault arrives: no early stop token.
 LONG = dict(first_chunk_size=8, ignore_stop=True)
 
@@ -142,7 +142,7 @@ def drill(client: Client, stack: Stack, role: str) -> None:
     stack.restart(slot, role)
     wait_live(client, {"a", "b"})
     # The restarted worker gets jobs again: with both slots idle, two streams take one slot each.
-    threads = [in_thread(client, f"After the restart, stream {i}.", seed=i, **SHORT) for i in (1, 2)]
+    threads = [in_thread(client, f"After the restart, stream {i}.", seed=i, max_new_tokens=8) for i in (1, 2)]
     for t, _ in threads:
         t.join(300)
     assert {r["chunks"][0].slot for _, r in threads if not r["error"]} == {"a", "b"}
@@ -159,7 +159,7 @@ def test_kill_s3gen_worker_mid_stream(client: Client, stack: Stack) -> None:
 def test_job_without_audio_yet_moves_to_another_slot(client: Client, stack: Stack) -> None:
     # A large first chunk leaves time to kill the worker before any audio exists.
     thread, result = in_thread(
-        client, "Re-dispatched before its first chunk.", seed=6, max_new_tokens=40, first_chunk_size=40
+        client, "Re-dispatched before its first chunk.", seed=6, max_new_tokens=24, first_chunk_size=24
     )
     busy = wait_for(lambda: [s.name for s in client.stats().slots if s.in_flight], 60, "dispatch")
     stack.workers[busy[0], "t3"].kill()

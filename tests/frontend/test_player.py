@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def stack(checkpoint_dir, tmp_path_factory: pytest.TempPathFactory):
     # Short streams: random weights rarely sample the stop token, so cap the tokens per request.
-    env = {"CHATTERBOX_MAX_NEW_TOKENS": "60", "CHATTERBOX_FIRST_CHUNK_SIZE": "8"}
+    env = {"CHATTERBOX_MAX_NEW_TOKENS": "40", "CHATTERBOX_FIRST_CHUNK_SIZE": "6"}
     s = Stack(tmp_path_factory.mktemp("browser-stack"), str(checkpoint_dir), ("w",), env=env)
     try:
         (url,) = s.serve({"CHATTERBOX_GATEWAY_FRONTEND_DIR": str(DIST)}, timeout=LOAD_TIMEOUT)

@@ -29,14 +29,14 @@ def test_tokens_match_upstream_inference_for_the_same_seed(engine):
     """Same seed, same ids as upstream's T3.inference (which draws from the global generator): raw from
     the batch, and as the valid-token chunks the scheduler cuts for the in-process engine."""
     t3 = engine.model.t3
-    params = SynthesisParams(seed=3, first_chunk_size=5, chunk_size=10, max_new_tokens=24)
+    params = SynthesisParams(seed=3, first_chunk_size=5, chunk_size=10, max_new_tokens=16)
     cond = engine.conditionals(None, 0.5).t3
     ids = engine.text_ids(TEXT)
     torch.manual_seed(3)
     upstream = t3.inference(
         t3_cond=cond,
         text_tokens=torch.cat([ids, ids]),
-        max_new_tokens=24,
+        max_new_tokens=16,
         temperature=0.8,
         cfg_weight=0.5,
         repetition_penalty=1.2,
@@ -45,45 +45,46 @@ def test_tokens_match_upstream_inference_for_the_same_seed(engine):
     )[0].tolist()
     if t3.hp.stop_speech_token in upstream:
         upstream = upstream[: upstream.index(t3.hp.stop_speech_token)]
-    assert raw_alone(engine, TEXT, params, 24) == upstream
+    assert raw_alone(engine, TEXT, params, 16) == upstream
     chunks = list(engine.token_chunks([TEXT], engine.conditionals(None, 0.5), params, 3, whole=False))
     assert [t for c in chunks for t in c.tokens] == [t for t in upstream if t < SPEECH_VOCAB]
     assert sum(c.generated for c in chunks) == len(upstream)
 
 
 def test_stream_chunks_follow_the_schedule_and_drop_non_speech_ids(engine):
-    params = SynthesisParams(seed=11, first_chunk_size=5, chunk_size=20, max_new_tokens=60)
+    params = SynthesisParams(seed=11, first_chunk_size=4, chunk_size=10, max_new_tokens=32)
     chunks = list(engine.token_chunks([TEXT], engine.conditionals(None, 0.5), params, 11, whole=False))
     sizes = [len(c.tokens) for c in chunks]
-    expected = [5, 10, 20, 20, 20, 20, 20]
+    assert len(sizes) >= 3  # the ramp is exercised: first, twice the first, then chunk_size
+    expected = [4, 8, 10, 10, 10]
     assert sizes[:-1] == expected[: len(sizes) - 1]
     assert 0 <= sizes[-1] <= expected[len(sizes) - 1]
     assert [c.final for c in chunks] == [False] * (len(chunks) - 1) + [True]
     assert [c.seq for c in chunks] == list(range(1, len(chunks) + 1))
-    assert sum(c.generated for c in chunks) == 60  # random weights: the bound ends it
+    assert sum(c.generated for c in chunks) == 32  # random weights: the bound ends it
     flat = [t for c in chunks for t in c.tokens]
     assert [c.start for c in chunks] == [sum(sizes[:i]) for i in range(len(chunks))]
     # The same seed unchunked samples the same ids, with the non-speech ones left in.
-    raw = raw_alone(engine, TEXT, params, 60)
+    raw = raw_alone(engine, TEXT, params, 32)
     assert [t for t in raw if t < SPEECH_VOCAB] == flat
     assert len(raw) > len(flat)  # random weights sample ids >= 6561 too
 
 
 def test_regular_synthesis_gets_one_chunk_per_piece_of_the_same_tokens(engine):
     pieces = ["First piece.", "Second piece.", "Third."]
-    params = SynthesisParams(seed=2, chunk_size=10, max_new_tokens=15)
+    params = SynthesisParams(seed=2, chunk_size=10, max_new_tokens=8)
     conds = engine.conditionals(None, 0.5)
     streamed = list(engine.token_chunks(pieces, conds, params, 2, whole=False))
     whole = list(engine.token_chunks(pieces, conds, params, 2, whole=True))
     assert [c.seq for c in streamed] == list(range(1, len(streamed) + 1))
-    assert sum(c.generated for c in streamed) == 45 == sum(c.generated for c in whole)
+    assert sum(c.generated for c in streamed) == 24 == sum(c.generated for c in whole)
     assert sum(c.final for c in streamed) == 1 and streamed[-1].final
-    assert [c.generated for c in whole] == [15, 15, 15] and [c.final for c in whole] == [False, False, True]
+    assert [c.generated for c in whole] == [8, 8, 8] and [c.final for c in whole] == [False, False, True]
     assert [t for c in whole for t in c.tokens] == [t for c in streamed for t in c.tokens]
 
 
 def test_should_stop_ends_decoding_within_a_step(engine):
-    params = SynthesisParams(seed=0, first_chunk_size=4, chunk_size=4, max_new_tokens=100, ignore_stop=True)
+    params = SynthesisParams(seed=0, first_chunk_size=4, chunk_size=4, max_new_tokens=16, ignore_stop=True)
     conds = engine.conditionals(None, 0.5)
     calls = []
 
