@@ -14,6 +14,8 @@ class Machine(msgspec.Struct, kw_only=True):
     cores: int
     gpu: str | None
     torch: str
+    # T3's and the flow's dtype as CHATTERBOX_DTYPE resolves here (auto: bfloat16 on CUDA, AMX or AVX512-BF16).
+    dtype: str | None = None  # None in results made before it was recorded
 
     def slug(self) -> str:
         """A short file-name-safe name: the GPU's, else `cpu<cores>`."""
@@ -22,7 +24,8 @@ class Machine(msgspec.Struct, kw_only=True):
 
     def describe(self) -> str:
         gpu = f", GPU {self.gpu}" if self.gpu else ", no GPU"
-        return f"{self.cpu}, {self.cores} cores{gpu}, torch {self.torch}"
+        dtype = f", {self.dtype}" if self.dtype else ""
+        return f"{self.cpu}, {self.cores} cores{gpu}, torch {self.torch}{dtype}"
 
 
 def cpu_name() -> str:
@@ -39,5 +42,11 @@ def cpu_name() -> str:
 def this_machine() -> Machine:
     import torch
 
+    from engine.models.synthesizer import pick_dtype
+
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return Machine(cpu=cpu_name(), cores=os.cpu_count() or 1, gpu=gpu, torch=str(torch.__version__))
+    dtype = pick_dtype(os.environ.get("CHATTERBOX_DTYPE", "auto"), "cuda" if gpu else "cpu")
+    return Machine(
+        cpu=cpu_name(), cores=os.cpu_count() or 1, gpu=gpu, torch=str(torch.__version__),
+        dtype=str(dtype).removeprefix("torch."),
+    )  # fmt: skip
