@@ -67,6 +67,7 @@ from gateway.ws import ws_synthesize
 log = logging.getLogger(__name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+IGNORED_HEADER = "X-Chatterbox-Ignored"  # request fields accepted but without effect, comma-separated
 
 
 def _sse(events: type, what: str) -> ResponseSpec:
@@ -160,12 +161,14 @@ async def openai_speech(data: JSONBody[SpeechBody], svc: Svc) -> Response[bytes]
     (the SDK's `extra_body`)."""
     chunks = await open_job(svc, from_speech(data, svc.settings.max_text_chars), "v1/audio/speech")
     fmt = data.response_format
+    # Chatterbox has no voice instructions (gpt-4o-mini-tts's style prompt): taken, not used, and said so.
+    headers = {IGNORED_HEADER: "instructions"} if data.instructions else {}
     if data.stream_format == "sse":
-        return ServerSentEvent(openai_sse(svc, chunks), headers=SSE_HEADERS)
+        return ServerSentEvent(openai_sse(svc, chunks), headers=SSE_HEADERS | headers)
     if fmt in ("pcm", "wav"):
-        return Stream(audio_bytes(svc, chunks, fmt), media_type=audio.media_type(fmt))
+        return Stream(audio_bytes(svc, chunks, fmt), media_type=audio.media_type(fmt), headers=headers)
     pcm, _ = await collect(svc, chunks)
-    return Response(audio.encode(pcm, fmt), media_type=audio.media_type(fmt))
+    return Response(audio.encode(pcm, fmt), media_type=audio.media_type(fmt), headers=headers)
 
 
 async def audio_bytes(svc: Services, chunks: AsyncIterator[Chunk], fmt: str) -> AsyncIterator[bytes]:

@@ -177,6 +177,20 @@ def test_openai_sdk_streams_wav_and_pcm(stack) -> None:
     assert "tts-1" in [m.id for m in client.models.list()]
 
 
+@pytest.mark.parametrize("stream_format", ["audio", "sse"])
+def test_openai_instructions_are_taken_and_said_to_be_ignored(stack, stream_format) -> None:
+    client = openai.OpenAI(base_url=f"{stack['url']}/v1", api_key="unused")
+    kwargs = dict(model="gpt-4o-mini-tts", voice="alloy", input="Hi.", response_format="pcm")
+    with client.audio.speech.with_streaming_response.create(
+        **kwargs, instructions="Speak like a pirate.", extra_body={"stream_format": stream_format}
+    ) as response:
+        assert response.headers["x-chatterbox-ignored"] == "instructions"
+        assert len(b"".join(response.iter_bytes())) > 0
+    with client.audio.speech.with_streaming_response.create(**kwargs) as response:
+        assert "x-chatterbox-ignored" not in response.headers
+        response.read()
+
+
 @pytest.mark.parametrize("model", ["tts-1-1106", "tts-1-hd-1106", "gpt-4o-mini-tts-2025-12-15"])
 def test_openai_dated_model_names_are_aliases(stack, model) -> None:
     client = openai.OpenAI(base_url=f"{stack['url']}/v1", api_key="unused")
