@@ -84,10 +84,7 @@ def load_stage(path: str, device: str, role: Role) -> ChatterboxTTS | StageModel
         # Upstream loads s3gen.safetensors with strict=False: the speech tokenizer's mel filters and
         # window are computed at construction and are not in the file.
         _load(s3gen, state, "s3gen.safetensors", allowed_missing=("tokenizer._", *S3GEN_STAGE_PARTS))
-        t3_state = _tensors(ckpt / "t3_cfg.safetensors")
-        if "model" in t3_state:  # upstream accepts a nested checkpoint too
-            t3_state = t3_state["model"][0]
-        _load(t3, t3_state, "t3_cfg.safetensors")
+        _load(t3, _tensors(ckpt / "t3_cfg.safetensors"), "t3_cfg.safetensors")
         _load(ve, _tensors(ckpt / "ve.safetensors"), "ve.safetensors")
         t3.to(device).eval()
         ve.to(device).eval()
